@@ -1,0 +1,133 @@
+// TaskCell: the one block of a task, and the typed functions that fill its vtable.
+//
+// Layout: the 4-word Header, the tag, the schedule function, then a union of the future and
+// its output. A void tag and a stateless schedule function take no space.
+module;
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <new>
+#include <thread>
+#include <type_traits>
+#include <utility>
+export module karx.task:cell;
+import karx.waker;
+import :errors;
+import :header;
+import :state;
+import :outcome;
+import :task;
+
+namespace karx::detail {
+
+// The future of a spawn_local task, stamped with its spawning thread.
+template <class F>
+struct LocalFuture {
+  std::thread::id owner;
+  F inner;
+
+  auto poll(Context& cx) { return inner.poll(cx); }
+
+  LocalFuture(F&& f) : owner(std::this_thread::get_id()), inner(std::move(f)) {}
+  LocalFuture(const LocalFuture&) = delete;
+  LocalFuture& operator=(const LocalFuture&) = delete;
+  ~LocalFuture() {
+    if (std::this_thread::get_id() != owner) {
+      // The future is not thread-safe by contract; destroying it here could corrupt whatever
+      // it shares with its own thread, and there is nobody to throw to.
+      std::fputs(
+          "karx: fatal: the future of a spawn_local task is being destroyed on a thread other than the "
+          "one that spawned it (cancel, drop or run the Task on the spawning thread)\n",
+          stderr);
+      std::terminate();
+    }
+  }
+};
+
+template <class F, class S, class Tag, bool Local>
+struct TaskCell {
+  using Stored = std::conditional_t<Local, LocalFuture<F>, F>;
+  using Output = output_of<F>;
+  static constexpr bool is_local = Local;
+
+  union Stage {
+    Stage() noexcept {}
+    ~Stage() {}
+    Stored future;
+    Outcome<Output> output;
+  };
+
+  TagLayout<Tag> head;
+  [[no_unique_address]] S schedule_fn;
+  Stage stage;
+
+  template <class... TagArgs>
+  TaskCell(const TaskVTable* vtable, F&& future, S&& schedule, TagArgs&&... tag)
+      : head{Header{{state::INITIAL}, RawWaker{}, vtable}, std::forward<TagArgs>(tag)...},
+        schedule_fn(std::move(schedule)) {
+    ::new (static_cast<void*>(&stage.future)) Stored(std::move(future));
+  }
+
+  static TaskCell* of(Header* h) noexcept { return reinterpret_cast<TaskCell*>(h); }
+  static const TaskCell* of(const Header* h) noexcept { return reinterpret_cast<const TaskCell*>(h); }
+
+  static void schedule(Header* h) {
+    const S& fn = of(h)->schedule_fn;  // may run on several threads at once: called as const
+    std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+  }
+
+  static bool poll(Header* h, Context& cx) noexcept {
+    TaskCell* c = of(h);
+    bool future_alive = true;
+    try {
+      auto p = c->stage.future.poll(cx);
+      if (p.is_pending()) return false;
+      // The value lives in `p`; the future can go before the output takes its place.
+      c->stage.future.~Stored();
+      future_alive = false;
+      if constexpr (std::is_void_v<Output>)
+        ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place);
+      else
+        ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place, std::move(p).value());
+    } catch (...) {
+      if (future_alive) c->stage.future.~Stored();
+      ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::current_exception());
+    }
+    return true;
+  }
+
+  static void drop_future(Header* h) noexcept { of(h)->stage.future.~Stored(); }
+
+  static void drop_output(Header* h, bool report) noexcept {
+    Outcome<Output>& out = of(h)->stage.output;
+    if (report && out.error) report_detached_exception(out.error);
+    out.~Outcome();
+  }
+
+  static void destroy(Header* h) noexcept {
+    TaskCell* c = of(h);
+    c->~TaskCell();
+    deallocate_task(c, sizeof(TaskCell), alignof(TaskCell));
+  }
+
+  static void check_thread(const Header* h) {
+    if constexpr (Local) {
+      if (std::this_thread::get_id() != of(h)->stage.future.owner)
+        throw foreign_thread(
+            "karx::Task::run(): a spawn_local task must be run on the thread that spawned it; it was not polled");
+    }
+  }
+};
+
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winvalid-offsetof"
+template <class Cell>
+inline constexpr TaskVTable task_vtable{
+    &Cell::schedule,    &Cell::poll,
+    &Cell::drop_future, &Cell::drop_output,
+    &Cell::destroy,     Cell::is_local ? &Cell::check_thread : nullptr,
+    offsetof(Cell, stage)};
+#pragma clang diagnostic pop
+
+}  // namespace karx::detail

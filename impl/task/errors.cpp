@@ -1,0 +1,37 @@
+// The detached-exception handler and its default.
+module;
+#include <atomic>
+#include <cstdio>
+#include <exception>
+#include <typeinfo>
+module karx.task;
+
+namespace karx {
+namespace {
+
+void print_detached_exception(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "karx: a detached task threw %s: %s\n", typeid(e).name(), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "karx: a detached task threw an exception not derived from std::exception\n");
+  }
+}
+
+std::atomic<detached_exception_handler> current_handler{&print_detached_exception};
+
+}  // namespace
+
+detached_exception_handler set_detached_exception_handler(detached_exception_handler handler) noexcept {
+  if (handler == nullptr) handler = &print_detached_exception;
+  return current_handler.exchange(handler, std::memory_order_acq_rel);
+}
+
+namespace detail {
+void report_detached_exception(std::exception_ptr error) noexcept {
+  current_handler.load(std::memory_order_acquire)(std::move(error));
+}
+}  // namespace detail
+
+}  // namespace karx

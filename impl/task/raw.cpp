@@ -1,0 +1,351 @@
+// The task state machine: every transition of the state word, for every task type.
+//
+// Orderings. Each CAS and RMW below is acq_rel (acquire on failure) unless its comment says
+// otherwise. The reason is the same everywhere: the state word is the only thing that hands
+// the task between threads. Whoever changes it *releases* what it did to the task (a wake
+// publishes what made the future ready; a run publishes the polled future or its output; a
+// cancel publishes the destroyed future), and whoever acts on the new value *acquires* it
+// before touching the future, the output or the awaiter slot. Weaker orderings are used only
+// where their comment argues it.
+module;
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+module karx.task;
+
+namespace karx::detail {
+namespace {
+
+using namespace state;
+
+constexpr std::size_t kMaxState = static_cast<std::size_t>(PTRDIFF_MAX);
+
+Header* header_of(const void* data) noexcept { return static_cast<Header*>(const_cast<void*>(data)); }
+
+[[noreturn]] void die(const char* why) noexcept {
+  std::fprintf(stderr, "karx: fatal: %s\n", why);
+  std::abort();
+}
+
+// Wakes (consuming) or drops a raw waker taken out of the awaiter slot.
+void wake_raw(RawWaker w) {
+  if (w.vtable != nullptr) w.vtable->wake(w.data);
+}
+
+void destroy(Header* h) noexcept {
+  // A waker may still sit in the awaiter slot (registered by a handle that later went away).
+  RawWaker stale = std::exchange(h->awaiter, RawWaker{});
+  if (stale.vtable != nullptr) stale.vtable->drop(stale.data);
+  h->vtable->destroy(h);
+}
+
+// Releases one reference (the Task's or a Waker's).
+void drop_ref(Header* h) {
+  // acq_rel: release orders our use of the task before the decrement; acquire, if this was
+  // the last reference, makes every other owner's writes visible before we destroy.
+  std::size_t now = h->state.fetch_sub(REFERENCE, std::memory_order_acq_rel) - REFERENCE;
+  if ((now & REFERENCE_MASK) != 0 || (now & HANDLE) != 0) return;
+  if ((now & (COMPLETED | CLOSED)) == 0) {
+    // Nobody can wake or await the task any more, yet its future is alive: close it and
+    // schedule it one last time so that the executor's run destroys the future on its thread.
+    // A plain store is enough: with no reference and no handle nobody else touches the word;
+    // release publishes it to the run that the schedule function leads to.
+    h->state.store(SCHEDULED | CLOSED | REFERENCE, std::memory_order_release);
+    h->vtable->schedule(h);
+  } else {
+    destroy(h);
+  }
+}
+
+// Takes the registered awaiter out of its slot (the notifying side of the register protocol).
+// Returns an empty RawWaker if there is none, if a registration or another notification is in
+// progress (they will deliver it), or if it would wake `current` (the caller itself).
+RawWaker take_awaiter(Header* h, const Waker* current) {
+  std::size_t old = h->state.fetch_or(NOTIFYING, std::memory_order_acq_rel);
+  if ((old & (NOTIFYING | REGISTERING)) != 0) return RawWaker{};
+  RawWaker w = std::exchange(h->awaiter, RawWaker{});
+  // release: a later registration (acquire) sees the slot we emptied.
+  h->state.fetch_and(~(NOTIFYING | AWAITER), std::memory_order_release);
+  if (w.vtable != nullptr && current != nullptr && current->as_raw().data == w.data &&
+      current->as_raw().vtable == w.vtable) {
+    w.vtable->drop(w.data);
+    return RawWaker{};
+  }
+  return w;
+}
+
+void notify_awaiter(Header* h, const Waker* current) { wake_raw(take_awaiter(h, current)); }
+
+// Puts `waker` in the awaiter slot (the registering side). Only the JoinHandle registers, and a
+// handle is polled by one thread at a time, so registrations never overlap each other.
+void register_awaiter(Header* h, const Waker& waker) {
+  // An RMW rather than a load: it reads the latest value, so a completion that already
+  // happened is seen here and not missed by the handle's re-check after registering.
+  std::size_t state = h->state.fetch_or(0, std::memory_order_acquire);
+  for (;;) {
+    if ((state & NOTIFYING) != 0) {
+      // A notifier is emptying the slot right now: wake ourselves instead of registering.
+      waker.wake();
+      return;
+    }
+    if (h->state.compare_exchange_weak(state, state | REGISTERING, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+      state |= REGISTERING;
+      break;
+    }
+  }
+  // We own the slot. Keep the old waker if it wakes the same target: saves a clone per poll.
+  const RawWaker& incoming = waker.as_raw();
+  if (h->awaiter.vtable != incoming.vtable || h->awaiter.data != incoming.data) {
+    RawWaker old = std::exchange(h->awaiter, incoming.vtable->clone(incoming.data));
+    if (old.vtable != nullptr) old.vtable->drop(old.data);
+  }
+  RawWaker notified{};
+  for (;;) {
+    if ((state & NOTIFYING) != 0 && notified.vtable == nullptr) {
+      // A notifier came while we registered and left the slot to us: deliver it ourselves.
+      notified = std::exchange(h->awaiter, RawWaker{});
+    }
+    std::size_t next = notified.vtable != nullptr ? state & ~(NOTIFYING | REGISTERING | AWAITER)
+                                                  : (state & ~(NOTIFYING | REGISTERING)) | AWAITER;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  wake_raw(notified);
+}
+
+// --- The waker vtable shared by every task --------------------------------------------------
+
+RawWaker clone_waker(const void* data);
+void wake_by_ref(const void* data);
+void wake(const void* data);
+void drop_waker(const void* data) { drop_ref(header_of(data)); }
+
+constexpr RawWakerVTable task_waker_vtable{&clone_waker, &wake, &wake_by_ref, &drop_waker};
+
+RawWaker clone_waker(const void* data) {
+  // relaxed: a clone is made from a live reference, so the count cannot drop to zero meanwhile,
+  // and the increment publishes nothing (the shared_ptr argument).
+  if (header_of(data)->state.fetch_add(REFERENCE, std::memory_order_relaxed) > kMaxState)
+    die("task reference count overflow");
+  return RawWaker{data, &task_waker_vtable};
+}
+
+void wake_by_ref(const void* data) {
+  Header* h = header_of(data);
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  for (;;) {
+    if ((state & (COMPLETED | CLOSED)) != 0) return;  // finished or canceled: nothing to run
+    if ((state & SCHEDULED) != 0) {
+      // Already queued. Still write (the same value) so that our release is in the word's
+      // modification order: the coming run's acquire then sees what made the future ready.
+      if (h->state.compare_exchange_weak(state, state, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+      continue;
+    }
+    // While running, only mark it: run() reschedules on return with the Task's reference.
+    // Otherwise a new Task (one more reference) goes to the schedule function.
+    std::size_t next = (state & RUNNING) != 0 ? state | SCHEDULED : (state | SCHEDULED) + REFERENCE;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if ((state & RUNNING) == 0) {
+        if (state > kMaxState) die("task reference count overflow");
+        h->vtable->schedule(h);
+      }
+      return;
+    }
+  }
+}
+
+void wake(const void* data) {
+  Header* h = header_of(data);
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  for (;;) {
+    if ((state & (COMPLETED | CLOSED)) != 0) break;
+    if ((state & SCHEDULED) != 0) {
+      if (h->state.compare_exchange_weak(state, state, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+      continue;
+    }
+    if (h->state.compare_exchange_weak(state, state | SCHEDULED, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+      // Not running: this waker's reference becomes the new Task's, no count change needed.
+      if ((state & RUNNING) == 0) {
+        h->vtable->schedule(h);
+        return;
+      }
+      break;  // running: run() reschedules with its own reference; ours is dropped below
+    }
+  }
+  drop_ref(h);
+}
+
+}  // namespace
+
+Waker task_waker(Header* h) { return Waker::from_raw(clone_waker(h)); }
+
+bool run(Header* h) {
+  const TaskVTable* vt = h->vtable;
+  std::size_t state = h->state.load(std::memory_order_acquire);
+
+  // SCHEDULED -> RUNNING, unless the task was closed meanwhile.
+  for (;;) {
+    if ((state & CLOSED) != 0) {
+      // Canceled by the handle, or unreachable: destroy the future instead of polling it.
+      vt->drop_future(h);
+      // Clear SCHEDULED last (release): a handle waiting for the future's destruction
+      // acquires this and only then yields "canceled".
+      state = h->state.fetch_and(~SCHEDULED, std::memory_order_acq_rel);
+      RawWaker awaiter = (state & AWAITER) != 0 ? take_awaiter(h, nullptr) : RawWaker{};
+      drop_ref(h);
+      wake_raw(awaiter);
+      return false;
+    }
+    std::size_t next = (state & ~SCHEDULED) | RUNNING;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      state = next;
+      break;
+    }
+  }
+
+  // The Task's reference keeps the task alive during the poll, so the context's waker borrows
+  // it: no count change unless the future clones the waker.
+  Waker borrowed = Waker::from_raw(RawWaker{h, &task_waker_vtable});
+  Context cx(borrowed);
+  const bool finished = vt->poll(h, cx);
+  (void)std::move(borrowed).into_raw();
+
+  if (finished) {
+    // RUNNING -> COMPLETED (and CLOSED too if nobody holds the handle to take the output).
+    for (;;) {
+      std::size_t next = (state & ~(RUNNING | SCHEDULED)) | COMPLETED | ((state & HANDLE) == 0 ? CLOSED : 0);
+      if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    // Nobody will take the output: the handle is gone (report an exception in it) or the
+    // handle canceled while we ran (it yields "canceled"; the output is just dropped).
+    if ((state & HANDLE) == 0 || (state & CLOSED) != 0) vt->drop_output(h, (state & (HANDLE | CLOSED)) == 0);
+    RawWaker awaiter = (state & AWAITER) != 0 ? take_awaiter(h, nullptr) : RawWaker{};
+    drop_ref(h);
+    wake_raw(awaiter);
+    return false;
+  }
+
+  // Still pending: RUNNING -> idle, or -> rescheduled if woken during the poll.
+  bool future_dropped = false;
+  for (;;) {
+    if ((state & CLOSED) != 0 && !future_dropped) {
+      // Canceled while we polled: the canceler left the future to us.
+      vt->drop_future(h);
+      future_dropped = true;
+    }
+    std::size_t next = (state & CLOSED) != 0 ? state & ~(RUNNING | SCHEDULED) : state & ~RUNNING;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  if ((state & CLOSED) != 0) {
+    RawWaker awaiter = (state & AWAITER) != 0 ? take_awaiter(h, nullptr) : RawWaker{};
+    drop_ref(h);
+    wake_raw(awaiter);
+    return false;
+  }
+  if ((state & SCHEDULED) != 0) {
+    // Woken while running: the waker only set SCHEDULED; the Task's reference goes on.
+    vt->schedule(h);
+    return true;
+  }
+  drop_ref(h);
+  return false;
+}
+
+void cancel_task(Header* h) noexcept {
+  // A Task exists, so the task is not completed; close it unless the handle already did.
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  while ((state & (COMPLETED | CLOSED)) == 0) {
+    if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel, std::memory_order_acquire))
+      break;
+  }
+  h->vtable->drop_future(h);
+  // As in run(): SCHEDULED clears only after the future is gone (release).
+  state = h->state.fetch_and(~SCHEDULED, std::memory_order_acq_rel);
+  if ((state & AWAITER) != 0) notify_awaiter(h, nullptr);
+  drop_ref(h);
+}
+
+HandlePoll poll_handle(Header* h, Context& cx) {
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  for (;;) {
+    if ((state & CLOSED) != 0) {
+      // Canceled. If a run is still due or under way, the future is not destroyed yet: wait.
+      if ((state & (SCHEDULED | RUNNING)) != 0) {
+        register_awaiter(h, cx.waker());
+        // Re-check after registering: the run may have finished just before we registered.
+        state = h->state.load(std::memory_order_acquire);
+        if ((state & (SCHEDULED | RUNNING)) != 0) return HandlePoll::pending;
+      }
+      notify_awaiter(h, &cx.waker());
+      return HandlePoll::canceled;
+    }
+    if ((state & COMPLETED) == 0) {
+      register_awaiter(h, cx.waker());
+      state = h->state.load(std::memory_order_acquire);
+      if ((state & CLOSED) != 0) continue;
+      if ((state & COMPLETED) == 0) return HandlePoll::pending;
+    }
+    // Completed: close it to take the output (acquire: the run's writes of the output).
+    if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if ((state & AWAITER) != 0) notify_awaiter(h, &cx.waker());
+      return HandlePoll::ready;
+    }
+  }
+}
+
+void cancel_handle(Header* h) {
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  for (;;) {
+    if ((state & (COMPLETED | CLOSED)) != 0) return;  // done or already canceled: nothing to do
+    // Idle (neither queued nor running): schedule it once more, with a new reference, so that
+    // the executor's run destroys the future. Otherwise the due or current run will.
+    const bool idle = (state & (SCHEDULED | RUNNING)) == 0;
+    std::size_t next = idle ? (state | SCHEDULED | CLOSED) + REFERENCE : state | CLOSED;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (idle) {
+        if (state > kMaxState) die("task reference count overflow");
+        h->vtable->schedule(h);
+      }
+      if ((state & AWAITER) != 0) notify_awaiter(h, nullptr);
+      return;
+    }
+  }
+}
+
+void detach_handle(Header* h) noexcept {
+  // The common case costs one CAS: the handle is dropped right after spawn.
+  std::size_t state = INITIAL;
+  if (h->state.compare_exchange_strong(state, INITIAL & ~HANDLE, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+    return;
+  for (;;) {
+    if ((state & COMPLETED) != 0 && (state & CLOSED) == 0) {
+      // Completed and the output not taken: close it and drop the output (report an exception).
+      if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+        h->vtable->drop_output(h, true);
+        state |= CLOSED;
+      }
+      continue;
+    }
+    // Last owner of a live future (no reference, not closed): close it and schedule it once
+    // more so that its future is destroyed by the executor. Otherwise just clear HANDLE.
+    const bool last = (state & REFERENCE_MASK) == 0;
+    std::size_t next = last && (state & CLOSED) == 0 ? SCHEDULED | CLOSED | REFERENCE : state & ~HANDLE;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (last) {
+        if ((state & CLOSED) != 0)
+          destroy(h);
+        else
+          h->vtable->schedule(h);
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace karx::detail

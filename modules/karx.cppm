@@ -1,0 +1,4 @@
+// import karx; : the whole engine.
+export module karx;
+export import karx.waker;
+export import karx.task;

@@ -1,0 +1,13 @@
+// karx.task: tasks for any scheduler (spawn, Task, JoinHandle) and the Async coroutine.
+export module karx.task;
+export import karx.waker;
+export import :errors;
+export import :task;
+export import :join_handle;
+export import :spawn;
+export import :async;
+// Internal partitions: exported as a module requires, but they export no names.
+export import :state;
+export import :header;
+export import :outcome;
+export import :cell;

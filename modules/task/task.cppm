@@ -1,0 +1,75 @@
+// Task<Tag>: the runnable half of a spawned future, owned by whatever queue holds it.
+module;
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+export module karx.task:task;
+import karx.waker;
+import :header;
+
+export namespace karx {
+
+template <class Tag = void>
+class Task {
+ public:
+  Task() noexcept = default;
+  Task(Task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  Task& operator=(Task&& other) noexcept {
+    if (this != &other) {
+      cancel();
+      h_ = std::exchange(other.h_, nullptr);
+    }
+    return *this;
+  }
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+  // Same as cancel(): a Task nobody runs destroys its future.
+  ~Task() { cancel(); }
+
+  // Passes this task to its schedule function. The Task becomes empty.
+  void schedule() { detail_header("schedule")->vtable->schedule(std::exchange(h_, nullptr)); }
+
+  // Polls the future once (or, if the handle canceled it, destroys it). The Task becomes
+  // empty. Returns true iff the task was woken while it ran: it has then been handed to the
+  // schedule function again. The future's exception is kept for the JoinHandle, never thrown.
+  // Throws karx::foreign_thread, leaving the Task intact, for a spawn_local task run off its
+  // spawning thread.
+  bool run() {
+    detail::Header* h = detail_header("run");
+    if (h->vtable->check_thread != nullptr) h->vtable->check_thread(h);
+    h_ = nullptr;
+    return detail::run(h);
+  }
+
+  // Destroys the future now; the JoinHandle yields "canceled". Does nothing on an empty Task.
+  void cancel() noexcept {
+    if (h_ != nullptr) detail::cancel_task(std::exchange(h_, nullptr));
+  }
+
+  // A waker that schedules this task when woken.
+  Waker waker() const { return detail::task_waker(detail_header("waker")); }
+
+  template <class T = Tag>
+    requires(!std::is_void_v<T>)
+  const T& tag() const {
+    return detail::tag_of<T>(detail_header("tag"));
+  }
+
+  explicit operator bool() const noexcept { return h_ != nullptr; }
+
+ private:
+  friend struct detail::TaskAccess;
+  explicit Task(detail::Header* h) noexcept : h_(h) {}
+
+  detail::Header* detail_header(const char* what) const {
+    if (h_ == nullptr)
+      throw std::logic_error(std::string("karx::Task::") + what +
+                             "(): the Task is empty (moved from, or already run, scheduled or canceled)");
+    return h_;
+  }
+
+  detail::Header* h_ = nullptr;
+};
+
+}  // namespace karx

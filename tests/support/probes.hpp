@@ -1,0 +1,114 @@
+// Test probes: futures, outputs, schedule functions and tags that count what happens to them.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+
+import karx;
+
+namespace probes {
+
+// Counts the destruction of the one live object that owns it (moves hand the duty on).
+class DropCounter {
+ public:
+  explicit DropCounter(std::atomic<int>& counter) noexcept : counter_(&counter) {}
+  DropCounter(DropCounter&& o) noexcept : counter_(std::exchange(o.counter_, nullptr)) {}
+  DropCounter& operator=(DropCounter&&) = delete;
+  ~DropCounter() {
+    if (counter_ != nullptr) counter_->fetch_add(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<int>* counter_;
+};
+
+// What tests count and assert on after every step.
+struct Counts {
+  std::atomic<int> polls{0};
+  std::atomic<int> future_drops{0};
+  std::atomic<int> output_drops{0};
+  std::atomic<int> schedules{0};
+  std::atomic<int> schedule_drops{0};
+  std::atomic<int> tag_drops{0};
+};
+
+// The output of a probe future: counts its own destruction.
+struct Output {
+  int value;
+  DropCounter drop;
+};
+
+// A future that is pending `pending_polls` times, then ready with an Output{value}.
+// With `throw_on_ready`, it throws std::runtime_error("probe failure") instead of completing.
+// Each poll stores the context's waker in `last_waker` (if given) so a test can wake it.
+struct ProbeFuture {
+  Counts* counts;
+  int pending_polls = 0;
+  int value = 0;
+  bool throw_on_ready = false;
+  karx::Waker* last_waker = nullptr;
+  DropCounter drop{counts->future_drops};
+
+  karx::Poll<Output> poll(karx::Context& cx) {
+    counts->polls.fetch_add(1, std::memory_order_relaxed);
+    if (last_waker != nullptr) *last_waker = cx.waker();
+    if (pending_polls > 0) {
+      --pending_polls;
+      return karx::pending;
+    }
+    if (throw_on_ready) throw std::runtime_error("probe failure");
+    return karx::Poll<Output>::ready(Output{value, DropCounter(counts->output_drops)});
+  }
+};
+
+// A schedule function that counts calls and pushes the Task onto `queue` (if given).
+struct ProbeSchedule {
+  Counts* counts;
+  std::deque<karx::Task<>>* queue = nullptr;
+  DropCounter drop{counts->schedule_drops};
+
+  void operator()(karx::Task<> task) const {
+    counts->schedules.fetch_add(1, std::memory_order_relaxed);
+    if (queue != nullptr) queue->push_back(std::move(task));
+  }
+};
+
+// A tag that counts its destruction.
+struct ProbeTag {
+  int id;
+  DropCounter drop;
+};
+
+// Polls `f` once with a waker that does nothing.
+template <class F>
+auto poll_once(F& f) {
+  karx::Waker w = karx::noop_waker();
+  karx::Context cx(w);
+  return f.poll(cx);
+}
+
+// Polls `f` once with `waker`.
+template <class F>
+auto poll_with(F& f, const karx::Waker& waker) {
+  karx::Context cx(waker);
+  return f.poll(cx);
+}
+
+// Runs tasks from `queue` until it is empty; returns how many ran.
+inline int drain(std::deque<karx::Task<>>& queue) {
+  int n = 0;
+  while (!queue.empty()) {
+    karx::Task<> t = std::move(queue.front());
+    queue.pop_front();
+    t.run();
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace probes
