@@ -16,14 +16,15 @@ struct WakerFnBlock {
   std::atomic<std::size_t> refs;
   F fn;
 
-  static const WakerFnBlock* of(const void* p) noexcept { return static_cast<const WakerFnBlock*>(p); }
+  // Wakers hand out const data pointers; the block itself is ours to count and free.
+  static WakerFnBlock* of(const void* p) noexcept { return static_cast<WakerFnBlock*>(const_cast<void*>(p)); }
 
   static RawWaker clone(const void* p) noexcept;
   static void wake(const void* p) {
     wake_by_ref(p);
     drop(p);
   }
-  static void wake_by_ref(const void* p) { of(p)->fn(); }
+  static void wake_by_ref(const void* p) { std::as_const(of(p)->fn)(); }
   static void drop(const void* p) noexcept {
     // acq_rel: the release half orders this owner's use of `fn` before the count drops; the
     // acquire half, on the last owner, makes every other owner's use visible before `delete`.
@@ -36,7 +37,7 @@ template <class F>
 RawWaker WakerFnBlock<F>::clone(const void* p) noexcept {
   // relaxed: a clone is made from a live waker, so the block cannot be freed meanwhile and
   // nothing else is published by the increment (the shared_ptr argument).
-  const_cast<WakerFnBlock*>(of(p))->refs.fetch_add(1, std::memory_order_relaxed);
+  of(p)->refs.fetch_add(1, std::memory_order_relaxed);
   return RawWaker{p, &vtable};
 }
 

@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 import karx;
@@ -66,15 +68,19 @@ struct ProbeFuture {
   }
 };
 
-// A schedule function that counts calls and pushes the Task onto `queue` (if given).
+// A schedule function that counts calls and pushes the Task onto `queue` (if given; tasks
+// with a tag are dropped, i.e. canceled, instead).
 struct ProbeSchedule {
   Counts* counts;
   std::deque<karx::Task<>>* queue = nullptr;
   DropCounter drop{counts->schedule_drops};
 
-  void operator()(karx::Task<> task) const {
+  template <class Tag>
+  void operator()(karx::Task<Tag> task) const {
     counts->schedules.fetch_add(1, std::memory_order_relaxed);
-    if (queue != nullptr) queue->push_back(std::move(task));
+    if constexpr (std::is_void_v<Tag>) {
+      if (queue != nullptr) queue->push_back(std::move(task));
+    }
   }
 };
 
@@ -109,6 +115,24 @@ inline int drain(std::deque<karx::Task<>>& queue) {
     ++n;
   }
   return n;
+}
+
+// Polls `f` on this thread until it is ready, sleeping between polls until its waker is
+// woken (the waker_fn block_on). The flag is shared so wakers that outlive the call are safe.
+template <class F>
+auto block_on(F& f) {
+  auto woken = std::make_shared<std::atomic<bool>>(false);
+  karx::Waker waker = karx::waker_fn([woken] {
+    woken->store(true, std::memory_order_release);
+    woken->notify_one();
+  });
+  karx::Context cx(waker);
+  for (;;) {
+    auto p = f.poll(cx);
+    if (p.is_ready()) return std::move(p).value();
+    woken->wait(false, std::memory_order_acquire);
+    woken->store(false, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace probes

@@ -1,0 +1,161 @@
+// One allocation per spawn, of exactly the documented layout; none per run, wake or join.
+//
+// The test counts allocations from outside the library: it interposes oneTBB's scalable_malloc
+// family (the default allocator) and replaces the global operator new (the allocator of
+// sanitizer builds; there, the sanitizer's allocation hook counts instead), forwarding to the
+// real ones. Only allocations made while
+// `counting` is set on this thread are counted.
+#include <gtest/gtest.h>
+
+#include <dlfcn.h>
+
+#include <array>
+#include <coroutine>
+#include <cstdlib>
+#include <deque>
+#include <new>
+
+#include "support/probes.hpp"
+
+namespace {
+thread_local bool counting = false;
+int allocations = 0;
+std::size_t last_size = 0;
+
+void note(std::size_t size) {
+  if (counting) {
+    ++allocations;
+    last_size = size;
+  }
+}
+
+template <class Fn>
+Fn real(const char* name) {
+  static_assert(sizeof(Fn) == sizeof(void*));
+  void* sym = dlsym(RTLD_NEXT, name);
+  if (sym == nullptr) std::abort();
+  return reinterpret_cast<Fn>(sym);
+}
+}  // namespace
+
+// --- Interposed allocation functions ---------------------------------------------------------
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KARX_TEST_SANITIZED 1
+#endif
+#endif
+
+#if KARX_TEST_SANITIZED
+// The sanitizer runtimes own operator new and malloc; they report every allocation to a hook.
+#include <sanitizer/allocator_interface.h>
+namespace {
+void on_malloc(const volatile void*, std::size_t size) { note(size); }
+void on_free(const volatile void*) {}
+const int hooks_installed = __sanitizer_install_malloc_and_free_hooks(&on_malloc, &on_free);
+}  // namespace
+#else
+void* operator new(std::size_t size) {
+  note(size);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t size, std::align_val_t align) {
+  note(size);
+  std::size_t a = static_cast<std::size_t>(align);
+  if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#endif
+
+extern "C" void* scalable_malloc(std::size_t size) {
+  static auto fn = real<void* (*)(std::size_t)>("scalable_malloc");
+  note(size);
+  return fn(size);
+}
+extern "C" void* scalable_aligned_malloc(std::size_t size, std::size_t align) {
+  static auto fn = real<void* (*)(std::size_t, std::size_t)>("scalable_aligned_malloc");
+  note(size);
+  return fn(size, align);
+}
+
+namespace {
+
+struct Counting {
+  Counting() {
+#if KARX_TEST_SANITIZED
+    EXPECT_NE(hooks_installed, 0) << "the sanitizer did not take the allocation hook";
+#endif
+    allocations = 0;
+    counting = true;
+  }
+  ~Counting() { counting = false; }
+};
+
+// A future of exactly 64 bytes with a void output.
+struct SixtyFourBytes {
+  std::array<char, 64> bytes{};
+  karx::Poll<> poll(karx::Context&) { return karx::ready(); }
+};
+static_assert(sizeof(SixtyFourBytes) == 64);
+
+constexpr std::size_t kHeader = 4 * sizeof(void*);
+
+TEST(Allocation, OneBlockPerSpawnAndAStatelessScheduleAndVoidTagTakeNoSpace) {
+  std::size_t size;
+  {
+    Counting scope;
+    auto spawned = karx::spawn(SixtyFourBytes{}, [](karx::Task<>) {});
+    size = last_size;
+    EXPECT_EQ(allocations, 1);
+    counting = false;
+  }
+  EXPECT_EQ(size, kHeader + 64);  // header, then the union of the future and its output
+}
+
+TEST(Allocation, TagAndScheduleFunctionFollowTheHeader) {
+  int sink = 0;
+  std::size_t size;
+  {
+    Counting scope;
+    auto spawned = karx::spawn(SixtyFourBytes{}, [&sink](karx::Task<std::uint64_t>) { ++sink; }, std::uint64_t{7});
+    size = last_size;
+    EXPECT_EQ(allocations, 1);
+    counting = false;
+  }
+  EXPECT_EQ(size, kHeader + sizeof(std::uint64_t) + sizeof(int*) + 64);
+}
+
+TEST(Allocation, CoroutineTasksAllocateTheBlockAndTheFrameOnly) {
+  auto make = []() -> karx::Async<int> { co_return 1; };
+  Counting scope;
+  auto async = make();  // the coroutine frame
+  EXPECT_EQ(allocations, 1);
+  auto spawned = karx::spawn(std::move(async), [](karx::Task<>) {});
+  EXPECT_EQ(allocations, 2);  // + the task block
+}
+
+TEST(Allocation, RunWakeCloneAndJoinDoNotAllocate) {
+  probes::Counts c;
+  std::deque<karx::Task<>> queue;
+  karx::Waker stored = karx::noop_waker();
+  auto [task, handle] = karx::spawn(probes::ProbeFuture{&c, 2, 5, false, &stored}, probes::ProbeSchedule{&c, &queue});
+  queue.emplace_back(std::move(task));
+  Counting scope;
+  EXPECT_EQ(probes::drain(queue), 1);
+  stored.wake();  // by reference
+  EXPECT_EQ(probes::drain(queue), 1);
+  karx::Waker clone = stored;
+  std::move(clone).wake_and_release();  // by value
+  EXPECT_EQ(probes::drain(queue), 1);
+  auto r = probes::poll_once(handle);
+  ASSERT_TRUE(r.is_ready());
+  EXPECT_EQ(r.value()->value, 5);
+  EXPECT_EQ(allocations, 0);
+}
+
+}  // namespace
