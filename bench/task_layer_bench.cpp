@@ -51,7 +51,6 @@
 #include <future>
 #include <iomanip>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -118,6 +117,23 @@ void BM_karx_spawn_run_detached(benchmark::State& state) {
 }
 BENCHMARK(BM_karx_spawn_run_detached);
 
+// --- (2b) spawn + run + join: the task layer alone, no queue --------------------------------------
+
+// The goal's own words: spawn + run + join of a ready future, compared with malloc+free and two
+// atomic RMWs. No executor queue: the Task is run right where it was spawned.
+void BM_karx_spawn_run_join(benchmark::State& state) {
+  karx::Waker waker = karx::noop_waker();
+  karx::Context cx(waker);
+  for (auto _ : state) {
+    auto [task, handle] = karx::spawn(Ready{42}, Enqueue{});
+    task.run();
+    auto out = handle.poll(cx);
+    benchmark::DoNotOptimize(out);
+  }
+  if (!g_queue.empty()) fail("spawn_run_join left a task in the queue");
+}
+BENCHMARK(BM_karx_spawn_run_join);
+
 // --- (3) the headline: spawn + schedule + run + join -----------------------------------------------
 
 template <class F>
@@ -156,8 +172,10 @@ struct IdleTask {
   }
   ~IdleTask() {
     handle.detach();
-    { karx::Waker last = std::move(waker); }  // the last reference: closes it and schedules it once more
-    while (!g_queue.empty()) run_front();        // that run destroys the future and frees the block
+    {
+      karx::Waker last = std::move(waker);
+    }                                      // the last reference: closes it and schedules it once more
+    while (!g_queue.empty()) run_front();  // that run destroys the future and frees the block
   }
 };
 
@@ -175,7 +193,7 @@ BENCHMARK(BM_karx_wake_by_ref_run_pending);
 void BM_karx_clone_wake_run_pending(benchmark::State& state) {
   IdleTask idle;
   for (auto _ : state) {
-    karx::Waker clone = idle.waker;     // +1 reference
+    karx::Waker clone = idle.waker;       // +1 reference
     std::move(clone).wake_and_release();  // its reference becomes the queued Task's
     benchmark::DoNotOptimize(run_front());
   }
@@ -250,9 +268,9 @@ BENCHMARK(BM_baseline_scalable_malloc64_free_2rmw);
 // --- The summary ------------------------------------------------------------------------------------
 
 constexpr const char* kHeadline = "BM_karx_spawn_schedule_run_join";
+constexpr const char* kSpawnRunJoin = "BM_karx_spawn_run_join";
 constexpr const char* kPackaged = "BM_std_packaged_task_queue_run_get";
 constexpr const char* kMalloc = "BM_baseline_malloc64_free_2rmw";
-constexpr const char* kScalable = "BM_baseline_scalable_malloc64_free_2rmw";
 
 // Forwards everything to the reporter the user asked for, and remembers the CPU time per
 // iteration of every run to print a summary at the end: the median aggregate when repetitions
@@ -318,7 +336,7 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
 
   void ratio_line(std::ostream& os, const char* label, const char* num, const char* den, double goal, bool at_least) {
     std::optional<double> a = value_of(num), b = value_of(den);
-    os << "  " << std::left << std::setw(48) << label;
+    os << "  " << std::left << std::setw(52) << label;
     if (!a || !b || *b <= 0) {
       os << "   n/a (benchmark not run)\n";
       return;
@@ -341,18 +359,19 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
     }
     os << "\nkarx task layer summary: CPU time per operation, "
        << (aggregated ? "median of the repetitions"
-                      : (runs > 1 ? "median of " + std::to_string(runs) + " runs" : "one run (use bench/summarize.sh for medians)"))
+                      : (runs > 1 ? "median of " + std::to_string(runs) + " runs"
+                                  : "one run (use bench/summarize.sh for medians)"))
        << "\n";
     for (const Entry& e : entries_) {
       std::optional<double> v = e.value();
       if (!v) continue;
-      os << "  " << std::left << std::setw(48) << e.name << std::right << std::fixed << std::setprecision(1)
+      os << "  " << std::left << std::setw(52) << e.name << std::right << std::fixed << std::setprecision(1)
          << std::setw(10) << *v << " " << e.unit << "\n";
     }
     os << "goals (ratios of the lines above, same run):\n";
-    ratio_line(os, "packaged_task / karx headline", kPackaged, kHeadline, 3, true);
-    ratio_line(os, "karx headline / baseline (scalable_malloc)", kHeadline, kScalable, 2, false);
-    ratio_line(os, "karx headline / baseline (malloc)", kHeadline, kMalloc, 2, false);
+    ratio_line(os, "packaged_task / karx (spawn+schedule+run+join)", kPackaged, kHeadline, 3, true);
+    ratio_line(os, "karx (spawn+run+join) / baseline (malloc)", kSpawnRunJoin, kMalloc, 2, false);
+    ratio_line(os, "karx (spawn+schedule+run+join) / baseline (malloc)", kHeadline, kMalloc, 2, false);
     out_ << os.str() << std::flush;
   }
 
@@ -377,8 +396,8 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<benchmark::BenchmarkReporter> inner;
   if (format == "console") {
-    inner = std::make_unique<benchmark::ConsoleReporter>(isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_ColorTabular
-                                                                                : benchmark::ConsoleReporter::OO_Tabular);
+    inner = std::make_unique<benchmark::ConsoleReporter>(
+        isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_ColorTabular : benchmark::ConsoleReporter::OO_Tabular);
   } else if (format == "json") {
     inner = std::make_unique<benchmark::JSONReporter>();
   }

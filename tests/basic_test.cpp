@@ -1,7 +1,7 @@
 // Basic lifecycle of a task: spawn, run, schedule, cancel, detach, tags and wakers.
 //
 // Ported from the behaviours of async-task's tests/basic.rs (the tag-era suite, plus the
-// cases the later suite added), adapted to karx's contract (docs: /work/shared/DESIGN.md):
+// cases the later suite added), adapted to karx's contract (the normative API of the design brief):
 // - dropping the JoinHandle detaches; JoinHandle::cancel() cancels;
 // - Task::cancel() (and ~Task) destroys the future at once (async-task 1.x only closed it);
 // - a handle that yielded lets go of the task at once (async-task kept it until dropped);
@@ -50,6 +50,12 @@ void expect_counts(const Counts& c, const Expect& e, int line) {
 
 using Tag = ProbeTag;
 using TaskT = karx::Task<Tag>;
+
+// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
+template <class T>
+void drop_now(T& x) {
+  T dropped = std::move(x);
+}
 
 // ProbeSchedule for tagged tasks: counts calls, pushes the Task onto `queue` or, without a
 // queue, drops it (which cancels it, as async-task's test schedule functions did).
@@ -113,7 +119,7 @@ TEST(Basic, DropTaskThenDropHandle) {
     auto [task, handle] = spawn_counted(c, ready_future(c));
     EXPECT_COUNTS(c);
 
-    { TaskT dropped = std::move(task); }  // ~Task is cancel()
+    drop_now(task);  // ~Task is cancel()
     EXPECT_COUNTS(c, .future_drops = 1);
   }  // ~JoinHandle detaches: nothing else holds the task
   EXPECT_COUNTS(c, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
@@ -128,7 +134,7 @@ TEST(Basic, DetachHandleThenDropTask) {
   handle.detach();
   EXPECT_COUNTS(c);
 
-  { TaskT dropped = std::move(task); }
+  drop_now(task);
   EXPECT_COUNTS(c, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
 }
 
@@ -151,7 +157,7 @@ TEST(Basic, DropHandleThenRun) {
   Counts c;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
-  { auto dropped = std::move(handle); }  // ~JoinHandle detaches, it does not cancel
+  drop_now(handle);  // ~JoinHandle detaches, it does not cancel
   EXPECT_COUNTS(c);
 
   EXPECT_FALSE(task.run());
@@ -363,8 +369,7 @@ TEST(Basic, TagIsSharedByTaskAndHandle) {
 TEST(Basic, ScheduleFunctionCountsInTheTag) {
   Counts c;
   std::deque<CounterTask> queue;
-  auto [task, handle] =
-      karx::spawn(pending_future(c), CounterSchedule{&c, &queue, true}, CounterTag(0, c.tag_drops));
+  auto [task, handle] = karx::spawn(pending_future(c), CounterSchedule{&c, &queue, true}, CounterTag(0, c.tag_drops));
 
   task.schedule();
   EXPECT_EQ(handle.tag().n.load(), 1);
@@ -396,7 +401,7 @@ struct DroppingSchedule {
   void operator()(karx::Task<> task) const {
     Counts* c = counts;  // `this` is not used after the Task is gone
     c->schedules.fetch_add(1);
-    { karx::Task<> dropped = std::move(task); }
+    drop_now(task);
     EXPECT_EQ(c->schedule_drops.load(), 0) << "the schedule function was destroyed while it was being called";
     EXPECT_EQ(c->future_drops.load(), 1);
   }

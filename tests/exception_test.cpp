@@ -192,7 +192,8 @@ struct World {
                                 int tag_drops, std::size_t queued) const {
     std::string bad;
     auto check = [&bad](const char* name, long long got, long long want) {
-      if (got != want) bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
+      if (got != want)
+        bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
     };
     check("polls", counts.polls.load(), polls);
     check("schedules", counts.schedules.load(), schedules);
@@ -333,7 +334,9 @@ TEST_F(Exception, CancelDuringRun) {
   handle.cancel();  // running: nothing to schedule, the run will close it
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
   EXPECT_EQ(detached_calls(), 0);
 
@@ -433,7 +436,9 @@ TEST_F(Exception, TryJoinDuringRun) {
   EXPECT_TRUE(probes::poll_with(handle, awaiter.waker()).is_pending());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
   EXPECT_EQ(detached_calls(), 0);
 
@@ -453,7 +458,9 @@ TEST_F(Exception, DropHandleDuringRun) {
   ASSERT_TRUE(w.gate.wait_arrived());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
   EXPECT_EQ(detached_calls(), 0);
 
@@ -519,7 +526,9 @@ TEST_F(Exception, DetachAfterRun) {
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
   EXPECT_EQ(detached_calls(), 0);
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(1, 0, 1, 0, 1, 1, 0));
   EXPECT_EQ(detached_calls(), 1);
   EXPECT_EQ(detached_boom_id(), 9);
@@ -569,7 +578,9 @@ TEST_F(Exception, DropTaskWhileDetachedReportsNothing) {
   handle.detach();
   EXPECT_TRUE(w.is(0, 0, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(task); }
+  {
+    auto dropped = std::move(task);
+  }
   EXPECT_TRUE(w.is(0, 0, 1, 0, 1, 1, 0));
   EXPECT_EQ(detached_calls(), 0);
 }

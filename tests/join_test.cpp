@@ -1,7 +1,7 @@
 // Awaiting a JoinHandle: its output, "canceled", and the order in which everything is destroyed.
 //
 // Ported from the behaviours of async-task's tests/join.rs (the tag-era suite and the later one
-// with detach), adapted to karx's contract (/work/shared/DESIGN.md):
+// with detach), adapted to karx's contract (the normative API of the design brief):
 // - awaiting yields std::optional<R> (std::nullopt: canceled), or bool for R = void;
 // - dropping the handle detaches; Task::cancel() destroys the future at once;
 // - a handle that yielded lets go of the task at once, and awaiting it again throws
@@ -10,7 +10,9 @@
 // that counts its wakes) before the other thread acts, and threads are joined before the
 // counts that depend on them are checked, so every check is exact and nothing depends on timing.
 // The two *Race tests keep a real race on purpose, repeated a bounded number of times; they
-// check only outcome-consistent exact counts and have generous timeouts for hangs.
+// check only outcome-consistent exact counts and have generous timeouts for hangs. They do not
+// count wakes: a handle that registers while a notification is in flight may wake itself as
+// well (a spurious wake, which the poll protocol allows), so two wakes are legitimate there.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -60,6 +62,12 @@ void expect_counts(const Counts& c, const Expect& e, int line) {
 
 using Tag = ProbeTag;
 using TaskT = karx::Task<Tag>;
+
+// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
+template <class T>
+void drop_now(T& x) {
+  T dropped = std::move(x);
+}
 
 struct TagSchedule {
   Counts* counts;
@@ -137,7 +145,7 @@ TEST(Join, DropTaskThenJoin) {
   Parker p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
-  { TaskT dropped = std::move(task); }
+  drop_now(task);
   EXPECT_COUNTS(c, .future_drops = 1);
 
   EXPECT_EQ(block_on(handle, p), std::nullopt);
@@ -416,7 +424,6 @@ TEST(Join, JoinRacesWithRun) {
       runner.join();
       EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
     }
-    EXPECT_LE(p.wakes(), 1);
     EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .output_drops = 1, .schedule_drops = 1, .tag_drops = 1);
     if (testing::Test::HasFailure()) return;
   }
@@ -439,7 +446,6 @@ TEST(Join, JoinRacesWithTaskCancel) {
     // The handle yields "canceled" only after the future is gone.
     EXPECT_EQ(c.future_drops.load(), 1);
     canceller.join();
-    EXPECT_LE(p.wakes(), 1);
     EXPECT_COUNTS(c, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
     if (testing::Test::HasFailure()) return;
   }

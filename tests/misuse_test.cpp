@@ -28,7 +28,8 @@ TEST(Misuse, RunningOrSchedulingAnEmptyTaskThrows) {
   Counts c;
   auto [task, handle] = karx::spawn(ProbeFuture{&c, 0, 1}, ProbeSchedule{&c});
   karx::Task<> moved = std::move(task);
-  EXPECT_TRUE(mentions(logic_error_of([&, &task = task] { task.run(); }), "empty")) << logic_error_of([&, &task = task] { task.run(); });
+  EXPECT_TRUE(mentions(logic_error_of([&, &task = task] { task.run(); }), "empty"))
+      << logic_error_of([&, &task = task] { task.run(); });
   EXPECT_TRUE(mentions(logic_error_of([&, &task = task] { task.schedule(); }), "empty"));
   EXPECT_TRUE(mentions(logic_error_of([&, &task = task] { (void)task.waker(); }), "empty"));
   moved.run();

@@ -1,8 +1,9 @@
 // A future that completes while the handle is canceled, awaited, polled once or dropped.
 //
 // Ported from the behaviours of async-task's tests/ready.rs (tag-era suite), adapted to karx's
-// contract (/work/shared/DESIGN.md): dropping the handle detaches; JoinHandle::cancel() during
-// the run leaves the future to that run, which drops the output it produced.
+// contract (the normative API of the design brief): dropping the handle detaches;
+// JoinHandle::cancel() during the run leaves the future to that run, which drops the output it
+// produced.
 // The Rust suite's future slept 200 ms inside poll and the test thread slept 100 ms to land in
 // the middle; here the future waits at a gate the test opens, so the handle provably acts while
 // the poll is running. Counts are checked exactly after every step; a count whose timing
@@ -51,6 +52,12 @@ void expect_counts(const Counts& c, const Expect& e, int line) {
 
 using Tag = ProbeTag;
 using TaskT = karx::Task<Tag>;
+
+// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
+template <class T>
+void drop_now(T& x) {
+  T dropped = std::move(x);
+}
 
 struct TagSchedule {
   Counts* counts;
@@ -240,7 +247,7 @@ TEST(Ready, DropHandleDuringRun) {
   ASSERT_TRUE(runner.entered());
   EXPECT_COUNTS(c, .polls = 1);
 
-  { auto dropped = std::move(handle); }  // ~JoinHandle detaches
+  drop_now(handle);  // ~JoinHandle detaches
   EXPECT_FALSE(handle);
   EXPECT_COUNTS(c, .polls = 1);
 

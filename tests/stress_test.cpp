@@ -191,11 +191,7 @@ TEST(Stress, JoinOnAnotherThreadThanTheRun) {
   Executor ex(2);
   std::vector<karx::JoinHandle<int>> handles;
   for (int i = 0; i < kTasks; ++i) {
-    auto [task, handle] = karx::spawn(
-        [](int v) -> karx::Async<int> {
-          co_return v;
-        }(i),
-        ex.scheduler());
+    auto [task, handle] = karx::spawn([](int v) -> karx::Async<int> { co_return v; }(i), ex.scheduler());
     ex.push(std::move(task));
     handles.push_back(std::move(handle));
   }

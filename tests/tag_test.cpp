@@ -20,7 +20,8 @@ struct TagQueueSchedule {
 
 TEST(Tag, TaskAndHandleSeeTheSameTag) {
   Counts c;
-  auto [task, handle] = karx::spawn(ProbeFuture{&c, 0, 1}, ProbeSchedule{&c}, ProbeTag{42, probes::DropCounter(c.tag_drops)});
+  auto [task, handle] =
+      karx::spawn(ProbeFuture{&c, 0, 1}, ProbeSchedule{&c}, ProbeTag{42, probes::DropCounter(c.tag_drops)});
   EXPECT_EQ(task.tag().id, 42);
   EXPECT_EQ(handle.tag().id, 42);
   EXPECT_EQ(&task.tag(), &handle.tag());
@@ -29,14 +30,17 @@ TEST(Tag, TaskAndHandleSeeTheSameTag) {
 
 TEST(Tag, LivesUntilTheLastWakerIsGone) {
   Counts c;
-  auto [task, handle] = karx::spawn(ProbeFuture{&c, 0, 1}, ProbeSchedule{&c}, ProbeTag{1, probes::DropCounter(c.tag_drops)});
+  auto [task, handle] =
+      karx::spawn(ProbeFuture{&c, 0, 1}, ProbeSchedule{&c}, ProbeTag{1, probes::DropCounter(c.tag_drops)});
   karx::Waker waker = task.waker();
   task.cancel();
   EXPECT_EQ(c.future_drops, 1);
   handle.detach();
   EXPECT_EQ(c.tag_drops, 0);
   EXPECT_EQ(c.schedule_drops, 0);
-  { karx::Waker gone = std::move(waker); }
+  {
+    karx::Waker gone = std::move(waker);
+  }
   EXPECT_EQ(c.tag_drops, 1);
   EXPECT_EQ(c.schedule_drops, 1);
 }

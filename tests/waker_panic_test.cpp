@@ -224,7 +224,8 @@ struct World {
                                 int tag_drops, std::size_t queued) const {
     std::string bad;
     auto check = [&bad](const char* name, long long got, long long want) {
-      if (got != want) bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
+      if (got != want)
+        bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
     };
     check("polls", counts.polls.load(), polls);
     check("schedules", counts.schedules.load(), schedules);
@@ -343,7 +344,9 @@ TEST_F(WakerPanic, WakeDuringRun) {
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   std::move(waker).wake_and_release();
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
   EXPECT_EQ(detached_calls(), 0);
 
@@ -375,7 +378,9 @@ TEST_F(WakerPanic, CancelDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   EXPECT_FALSE(bg.finish());
@@ -407,7 +412,9 @@ TEST_F(WakerPanic, WakeAndCancelDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   EXPECT_FALSE(bg.finish());
@@ -436,7 +443,9 @@ TEST_F(WakerPanic, CancelAndWakeDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   std::move(waker).wake_and_release();
@@ -501,6 +510,8 @@ TEST_F(WakerPanic, PanicThenDetach) {
 
   karx::Waker waker = w.waker.take();
   waker.wake();
+  EXPECT_TRUE(w.is(2, 1, 1, 0, 0, 0, 0));
+  karx::Waker(waker).wake_and_release();  // a consuming wake (of a clone)
   EXPECT_TRUE(w.is(2, 1, 1, 0, 0, 0, 0));
 
   handle.detach();

@@ -216,7 +216,8 @@ struct World {
                                 int tag_drops, std::size_t queued) const {
     std::string bad;
     auto check = [&bad](const char* name, long long got, long long want) {
-      if (got != want) bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
+      if (got != want)
+        bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
     };
     check("polls", counts.polls.load(), polls);
     check("schedules", counts.schedules.load(), schedules);
@@ -279,7 +280,9 @@ TEST(WakerPending, WakeDuringRun) {
   EXPECT_TRUE(w.is(2, 2, 0, 0, 0, 0, 1));
 
   // Dropping the rescheduled Task cancels it: the future goes now, the rest with the last owner.
-  { TaskT dropped = w.chan.recv(); }
+  {
+    TaskT dropped = w.chan.recv();
+  }
   EXPECT_TRUE(w.is(2, 2, 1, 0, 0, 0, 0));
   w.waker.drop();
   EXPECT_TRUE(w.is(2, 2, 1, 0, 0, 0, 0));
@@ -308,7 +311,9 @@ TEST(WakerPending, CancelDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   EXPECT_FALSE(bg.finish());
@@ -339,7 +344,9 @@ TEST(WakerPending, WakeAndCancelDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   EXPECT_FALSE(bg.finish());
@@ -367,7 +374,9 @@ TEST(WakerPending, CancelAndWakeDuringRun) {
   handle.cancel();
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
-  { auto dropped = std::move(handle); }
+  {
+    auto dropped = std::move(handle);
+  }
   EXPECT_TRUE(w.is(2, 1, 0, 0, 0, 0, 0));
 
   std::move(waker).wake_and_release();
@@ -500,7 +509,9 @@ TEST(WakerPending, WakeWhileScheduled) {
   // Idle again: the next wake schedules again.
   waker.wake();
   EXPECT_TRUE(w.is(2, 2, 0, 0, 0, 0, 1));
-  { TaskT dropped = w.chan.recv(); }
+  {
+    TaskT dropped = w.chan.recv();
+  }
   EXPECT_TRUE(w.is(2, 2, 1, 0, 0, 0, 0));
 
   release(waker);

@@ -214,7 +214,8 @@ struct World {
                                 int tag_drops, std::size_t queued) const {
     std::string bad;
     auto check = [&bad](const char* name, long long got, long long want) {
-      if (got != want) bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
+      if (got != want)
+        bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
     };
     check("polls", counts.polls.load(), polls);
     check("schedules", counts.schedules.load(), schedules);
@@ -440,6 +441,8 @@ TEST(WakerReady, WakeCompletedBeforeHandleIsDropped) {
 
   karx::Waker waker = w.waker.take();
   waker.wake();
+  EXPECT_TRUE(w.is(2, 1, 1, 0, 0, 0, 0));
+  karx::Waker(waker).wake_and_release();  // a consuming wake (of a clone)
   EXPECT_TRUE(w.is(2, 1, 1, 0, 0, 0, 0));
 
   handle.detach();  // nobody takes the output: destroyed now

@@ -105,7 +105,7 @@ struct Forever {
   karx::Poll<> poll(karx::Context&) { return karx::pending; }
 };
 
-karx::Async<long> square(long x) { co_return x * x; }
+karx::Async<long> square(long x) { co_return (x * x); }
 
 karx::Async<long> sum_of(std::vector<karx::JoinHandle<long>> parts) {
   long total = 0;

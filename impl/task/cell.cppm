@@ -13,6 +13,7 @@ module;
 #include <utility>
 export module karx.task:cell;
 import karx.waker;
+import :alloc;
 import :errors;
 import :header;
 import :state;
@@ -74,7 +75,15 @@ struct TaskCell {
 
   static void schedule(Header* h) {
     const S& fn = of(h)->schedule_fn;  // may run on several threads at once: called as const
-    std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+    if constexpr (std::is_empty_v<S>) {
+      std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+    } else {
+      // The function may drop the last reference (drop the Task, say) while it runs, which
+      // would free the block, and the function's own state with it, under its feet: hold one
+      // more reference for the duration of the call. A stateless function has nothing to lose.
+      Waker keep_alive = task_waker(h);
+      std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+    }
   }
 
   static bool poll(Header* h, Context& cx) noexcept {
@@ -101,14 +110,14 @@ struct TaskCell {
 
   static void drop_output(Header* h, bool report) noexcept {
     Outcome<Output>& out = of(h)->stage.output;
-    if (report && out.error) report_detached_exception(out.error);
+    if (report && out.failed) report_detached_exception(out.error);
     out.~Outcome();
   }
 
   static void destroy(Header* h) noexcept {
     TaskCell* c = of(h);
     c->~TaskCell();
-    deallocate_task(c, sizeof(TaskCell), alignof(TaskCell));
+    deallocate_task(c, alignof(TaskCell));
   }
 
   static void check_thread(const Header* h) {
@@ -123,11 +132,10 @@ struct TaskCell {
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Winvalid-offsetof"
 template <class Cell>
-inline constexpr TaskVTable task_vtable{
-    &Cell::schedule,    &Cell::poll,
-    &Cell::drop_future, &Cell::drop_output,
-    &Cell::destroy,     Cell::is_local ? &Cell::check_thread : nullptr,
-    offsetof(Cell, stage)};
+inline constexpr TaskVTable task_vtable{&Cell::schedule,      &Cell::poll,
+                                        &Cell::drop_future,   &Cell::drop_output,
+                                        &Cell::destroy,       Cell::is_local ? &Cell::check_thread : nullptr,
+                                        offsetof(Cell, stage)};
 #pragma clang diagnostic pop
 
 }  // namespace karx::detail

@@ -3,6 +3,8 @@ module;
 #include <atomic>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
+#include <string>
 #include <typeinfo>
 module karx.task;
 
@@ -29,6 +31,19 @@ detached_exception_handler set_detached_exception_handler(detached_exception_han
 }
 
 namespace detail {
+void throw_empty_task(const char* operation) {
+  throw std::logic_error(std::string("karx::Task::") + operation +
+                         "(): the Task is empty (moved from, or already run, scheduled or canceled)");
+}
+
+void throw_unusable_handle(const char* operation, bool yielded) {
+  if (yielded)
+    throw std::logic_error(std::string("karx::JoinHandle::") + operation +
+                           "(): the handle already yielded its result; a handle is awaited once");
+  throw std::logic_error(std::string("karx::JoinHandle::") + operation +
+                         "(): the handle is empty (moved from or detached)");
+}
+
 void report_detached_exception(std::exception_ptr error) noexcept {
   current_handler.load(std::memory_order_acquire)(std::move(error));
 }

@@ -49,19 +49,29 @@ void cancel_task(Header*) noexcept;
 // A new Waker for the task (one more reference).
 Waker task_waker(Header*);
 
-enum class HandlePoll { pending, ready, canceled };
-// JoinHandle::poll. On `ready` the caller owns the output (at output_offset) and must destroy it.
+enum class HandlePoll {
+  pending,
+  // The caller owns the output (at output_offset): it destroys it, then release_handle().
+  ready,
+  // As `ready`, and nothing else references the task: the caller frees it with free_task().
+  ready_sole_owner,
+  // The task was canceled and its future destroyed; the caller calls release_handle().
+  canceled,
+};
 HandlePoll poll_handle(Header*, Context&);
 void cancel_handle(Header*);
-// ~JoinHandle / detach, and what a handle does after it yielded.
+// ~JoinHandle / detach before the handle yielded.
 void detach_handle(Header*) noexcept;
+// What a handle does once it yielded (the task is CLOSED): give up HANDLE, free if last.
+void release_handle(Header*) noexcept;
+void free_task(Header*) noexcept;
+
+// The error paths of Task and JoinHandle, out of line so the hot paths stay small.
+[[noreturn]] void throw_empty_task(const char* operation);
+[[noreturn]] void throw_unusable_handle(const char* operation, bool yielded);
 
 // Reports the exception of a task nobody awaits (the detached-exception handler).
 void report_detached_exception(std::exception_ptr) noexcept;
-
-// One block per task (oneTBB's scalable allocator, or malloc in sanitizer builds).
-void* allocate_task(std::size_t size, std::size_t align);
-void deallocate_task(void* block, std::size_t size, std::size_t align) noexcept;
 
 }  // namespace karx::detail
 

@@ -185,26 +185,26 @@ Waker task_waker(Header* h) { return Waker::from_raw(clone_waker(h)); }
 
 bool run(Header* h) {
   const TaskVTable* vt = h->vtable;
-  std::size_t state = h->state.load(std::memory_order_acquire);
 
-  // SCHEDULED -> RUNNING, unless the task was closed meanwhile.
-  for (;;) {
-    if ((state & CLOSED) != 0) {
-      // Canceled by the handle, or unreachable: destroy the future instead of polling it.
-      vt->drop_future(h);
-      // Clear SCHEDULED last (release): a handle waiting for the future's destruction
-      // acquires this and only then yields "canceled".
-      state = h->state.fetch_and(~SCHEDULED, std::memory_order_acq_rel);
-      RawWaker awaiter = (state & AWAITER) != 0 ? take_awaiter(h, nullptr) : RawWaker{};
-      drop_ref(h);
-      wake_raw(awaiter);
-      return false;
-    }
-    std::size_t next = (state & ~SCHEDULED) | RUNNING;
-    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      state = next;
-      break;
-    }
+  // SCHEDULED -> RUNNING. A Task exists, so SCHEDULED is set and RUNNING clear, and only the
+  // Task's holder (us) may clear the one or set the other: the transition is a blind add of
+  // RUNNING - SCHEDULED (bit 0 carries into bit 1), one `lock xadd` instead of a CAS loop.
+  // acq_rel: acquire sees what the wakes that led here published (they wrote the word with
+  // release); release publishes nothing new but keeps the word's RMWs uniform.
+  std::size_t state = h->state.fetch_add(RUNNING - SCHEDULED, std::memory_order_acq_rel);
+  if ((state & (SCHEDULED | RUNNING)) != SCHEDULED) die("Task::run(): the task was not scheduled (state corrupted)");
+  state += RUNNING - SCHEDULED;
+
+  if ((state & CLOSED) != 0) {
+    // Canceled by the handle, or unreachable: destroy the future instead of polling it.
+    vt->drop_future(h);
+    // Clear RUNNING last (release): a handle waiting for the future's destruction acquires
+    // this and only then yields "canceled".
+    state = h->state.fetch_and(~RUNNING, std::memory_order_acq_rel);
+    RawWaker awaiter = (state & AWAITER) != 0 ? take_awaiter(h, nullptr) : RawWaker{};
+    drop_ref(h);
+    wake_raw(awaiter);
+    return false;
   }
 
   // The Task's reference keeps the task alive during the poll, so the context's waker borrows
@@ -216,10 +216,17 @@ bool run(Header* h) {
 
   if (finished) {
     // RUNNING -> COMPLETED (and CLOSED too if nobody holds the handle to take the output).
+    bool released = false;
     for (;;) {
       std::size_t next = (state & ~(RUNNING | SCHEDULED)) | COMPLETED | ((state & HANDLE) == 0 ? CLOSED : 0);
+      // The common case: a handle will take the output and no awaiter needs notifying, so run
+      // has nothing left to do with the task. Drop the Task's reference in this same RMW; from
+      // here on the handle (which frees the block) may take the output at any moment.
+      released = (state & (HANDLE | CLOSED | AWAITER)) == HANDLE;
+      if (released) next -= REFERENCE;
       if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
     }
+    if (released) return false;
     // Nobody will take the output: the handle is gone (report an exception in it) or the
     // handle canceled while we ran (it yields "canceled"; the output is just dropped).
     if ((state & HANDLE) == 0 || (state & CLOSED) != 0) vt->drop_output(h, (state & (HANDLE | CLOSED)) == 0);
@@ -271,6 +278,11 @@ void cancel_task(Header* h) noexcept {
 
 HandlePoll poll_handle(Header* h, Context& cx) {
   std::size_t state = h->state.load(std::memory_order_acquire);
+  // Completed, output not taken, and no reference left: the run that completed it has let go
+  // (that CAS released the output, this load acquired it), no waker exists, and none can
+  // appear (references are only cloned from references). Nobody else can touch the task
+  // any more, so no RMW is needed: the caller takes the output and frees the block.
+  if ((state & (REFERENCE_MASK | COMPLETED | CLOSED)) == COMPLETED) return HandlePoll::ready_sole_owner;
   for (;;) {
     if ((state & CLOSED) != 0) {
       // Canceled. If a run is still due or under way, the future is not destroyed yet: wait.
@@ -289,10 +301,14 @@ HandlePoll poll_handle(Header* h, Context& cx) {
       if ((state & CLOSED) != 0) continue;
       if ((state & COMPLETED) == 0) return HandlePoll::pending;
     }
-    // Completed: close it to take the output (acquire: the run's writes of the output).
-    if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    // Completed: close it to take the output (acquire: the run's writes of the output). With
+    // no reference left, nobody else can reach the task any more (references are only cloned
+    // from references), so give up HANDLE in the same RMW and let the caller free the block.
+    const bool sole_owner = (state & REFERENCE_MASK) == 0;
+    std::size_t next = sole_owner ? (state | CLOSED) & ~HANDLE : state | CLOSED;
+    if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
       if ((state & AWAITER) != 0) notify_awaiter(h, &cx.waker());
-      return HandlePoll::ready;
+      return sole_owner ? HandlePoll::ready_sole_owner : HandlePoll::ready;
     }
   }
 }
@@ -316,17 +332,24 @@ void cancel_handle(Header* h) {
   }
 }
 
+void release_handle(Header* h) noexcept {
+  // The task is CLOSED (the handle took the output or saw the cancel), so there is nothing to
+  // schedule: clear HANDLE, and free the block if no reference is left (acq_rel as drop_ref).
+  std::size_t old = h->state.fetch_and(~HANDLE, std::memory_order_acq_rel);
+  if ((old & REFERENCE_MASK) == 0) destroy(h);
+}
+
+void free_task(Header* h) noexcept { destroy(h); }
+
 void detach_handle(Header* h) noexcept {
   // The common case costs one CAS: the handle is dropped right after spawn.
   std::size_t state = INITIAL;
-  if (h->state.compare_exchange_strong(state, INITIAL & ~HANDLE, std::memory_order_acq_rel,
-                                       std::memory_order_acquire))
+  if (h->state.compare_exchange_strong(state, INITIAL & ~HANDLE, std::memory_order_acq_rel, std::memory_order_acquire))
     return;
   for (;;) {
     if ((state & COMPLETED) != 0 && (state & CLOSED) == 0) {
       // Completed and the output not taken: close it and drop the output (report an exception).
-      if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel,
-                                         std::memory_order_acquire)) {
+      if (h->state.compare_exchange_weak(state, state | CLOSED, std::memory_order_acq_rel, std::memory_order_acquire)) {
         h->vtable->drop_output(h, true);
         state |= CLOSED;
       }

@@ -84,8 +84,8 @@ class FutureAwaiter {
 };
 
 struct AsyncPromiseBase {
-  AsyncChain own_chain;                // used only when this frame is the root
-  AsyncChain* chain = &own_chain;      // the root's chain
+  AsyncChain own_chain;                  // used only when this frame is the root
+  AsyncChain* chain = &own_chain;        // the root's chain
   std::coroutine_handle<> continuation;  // the awaiting parent frame, if any
   std::exception_ptr error;
 
@@ -163,7 +163,8 @@ class Async {
   // a leaf future is pending. Rethrows an exception that escaped the coroutine.
   Poll<T> poll(Context& cx) {
     if (!h_)
-      throw std::logic_error("karx::Async::poll(): the coroutine already finished (its result was taken) or was moved from");
+      throw std::logic_error(
+          "karx::Async::poll(): the coroutine already finished (its result was taken) or was moved from");
     detail::AsyncChain& chain = h_.promise().own_chain;
     chain.cx = &cx;
     std::coroutine_handle<> next = h_;
@@ -210,8 +211,7 @@ class Async {
     }
   };
   ChildAwaiter child_awaiter(detail::AsyncChain* chain) {
-    if (!h_)
-      throw std::logic_error("karx::Async: co_await of an Async that already finished or was moved from");
+    if (!h_) throw std::logic_error("karx::Async: co_await of an Async that already finished or was moved from");
     if (h_.done() || h_.promise().continuation || h_.promise().own_chain.poll_pending != nullptr)
       throw std::logic_error("karx::Async: co_await of an Async that is already running or finished");
     h_.promise().chain = chain;

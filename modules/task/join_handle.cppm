@@ -1,15 +1,16 @@
 // JoinHandle<R, Tag>: the awaiting half of a spawned future.
 module;
+#include <atomic>
+#include <cstddef>
 #include <exception>
 #include <optional>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 #include <utility>
 export module karx.task:join_handle;
 import karx.waker;
 import :header;
 import :outcome;
+import :state;
 
 export namespace karx {
 
@@ -38,29 +39,39 @@ class JoinHandle {
 
   Poll<result_type> poll(Context& cx) {
     detail::Header* h = header("poll");
-    switch (detail::poll_handle(h, cx)) {
-      case detail::HandlePoll::pending:
-        return pending;
-      case detail::HandlePoll::canceled:
-        finish();
-        if constexpr (std::is_void_v<R>)
-          return Poll<bool>::ready(false);
-        else
-          return Poll<result_type>::ready(std::nullopt);
-      case detail::HandlePoll::ready:
-        break;
+    // The common case, inline: completed, and the handle is the task's last owner (see
+    // poll_handle, which makes the same check first).
+    const std::size_t state = h->state.load(std::memory_order_acquire);
+    using namespace detail::state;
+    const detail::HandlePoll polled = (state & (REFERENCE_MASK | COMPLETED | CLOSED)) == COMPLETED
+                                          ? detail::HandlePoll::ready_sole_owner
+                                          : detail::poll_handle(h, cx);
+    if (polled == detail::HandlePoll::pending) return pending;
+    h_ = nullptr;
+    yielded_ = true;
+    if (polled == detail::HandlePoll::canceled) {
+      detail::release_handle(h);
+      if constexpr (std::is_void_v<R>)
+        return Poll<bool>::ready(false);
+      else
+        return Poll<result_type>::ready(std::nullopt);
     }
-    // We own the output now; whatever happens below it is destroyed and the handle finished.
+    // We own the output now; whatever happens below, it is destroyed and the task released.
     auto* out = reinterpret_cast<detail::Outcome<R>*>(reinterpret_cast<char*>(h) + h->vtable->output_offset);
-    struct Finish {
-      JoinHandle* self;
+    struct Release {
+      detail::Header* h;
       detail::Outcome<R>* out;
-      ~Finish() {
+      bool sole_owner;
+      ~Release() {
         out->~Outcome();
-        self->finish();
+        if (sole_owner)
+          detail::free_task(h);
+        else
+          detail::release_handle(h);
       }
-    } finish_guard{this, out};
-    if (out->error) std::rethrow_exception(out->error);
+    } release{h, out, polled == detail::HandlePoll::ready_sole_owner};
+    if (out->failed) [[unlikely]]
+      std::rethrow_exception(out->error);
     if constexpr (std::is_void_v<R>)
       return Poll<bool>::ready(true);
     else
@@ -92,18 +103,10 @@ class JoinHandle {
   friend struct detail::TaskAccess;
   explicit JoinHandle(detail::Header* h) noexcept : h_(h) {}
 
-  void finish() noexcept {
-    detach();
-    yielded_ = true;
-  }
-
-  detail::Header* header(const char* what) const {
-    if (h_ != nullptr) return h_;
-    if (yielded_)
-      throw std::logic_error(std::string("karx::JoinHandle::") + what +
-                             "(): the handle already yielded its result; a handle is awaited once");
-    throw std::logic_error(std::string("karx::JoinHandle::") + what +
-                           "(): the handle is empty (moved from or detached)");
+  detail::Header* header(const char* operation) const {
+    if (h_ == nullptr) [[unlikely]]
+      detail::throw_unusable_handle(operation, yielded_);
+    return h_;
   }
 
   detail::Header* h_ = nullptr;

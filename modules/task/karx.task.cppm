@@ -10,4 +10,5 @@ export import :async;
 export import :state;
 export import :header;
 export import :outcome;
+export import :alloc;
 export import :cell;

@@ -6,6 +6,7 @@ module;
 #include <utility>
 export module karx.task:spawn;
 import karx.waker;
+import :alloc;
 import :cell;
 import :header;
 import :join_handle;
@@ -14,15 +15,14 @@ import :task;
 namespace karx::detail {
 
 template <bool Local, class Tag, class F, class S, class... TagArg>
-auto spawn_cell(F&& future, S&& schedule, TagArg&&... tag)
-    -> std::pair<Task<Tag>, JoinHandle<output_of<F>, Tag>> {
+auto spawn_cell(F&& future, S&& schedule, TagArg&&... tag) -> std::pair<Task<Tag>, JoinHandle<output_of<F>, Tag>> {
   using Cell = TaskCell<F, S, Tag, Local>;
   void* block = allocate_task(sizeof(Cell), alignof(Cell));
   Cell* cell;
   try {
     cell = ::new (block) Cell(&task_vtable<Cell>, std::move(future), std::move(schedule), std::forward<TagArg>(tag)...);
   } catch (...) {
-    deallocate_task(block, sizeof(Cell), alignof(Cell));
+    deallocate_task(block, alignof(Cell));
     throw;
   }
   Header* h = &cell->head.header;

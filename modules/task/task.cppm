@@ -1,7 +1,5 @@
 // Task<Tag>: the runnable half of a spawned future, owned by whatever queue holds it.
 module;
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 #include <utility>
 export module karx.task:task;
@@ -62,10 +60,9 @@ class Task {
   friend struct detail::TaskAccess;
   explicit Task(detail::Header* h) noexcept : h_(h) {}
 
-  detail::Header* detail_header(const char* what) const {
-    if (h_ == nullptr)
-      throw std::logic_error(std::string("karx::Task::") + what +
-                             "(): the Task is empty (moved from, or already run, scheduled or canceled)");
+  detail::Header* detail_header(const char* operation) const {
+    if (h_ == nullptr) [[unlikely]]
+      detail::throw_empty_task(operation);
     return h_;
   }
 

@@ -22,7 +22,6 @@ concept Future = requires(F& f, Context& cx) {
 
 // X for a future whose poll returns Poll<X>.
 template <Future F>
-using output_of =
-    typename std::remove_cvref_t<decltype(std::declval<F&>().poll(std::declval<Context&>()))>::value_type;
+using output_of = typename std::remove_cvref_t<decltype(std::declval<F&>().poll(std::declval<Context&>()))>::value_type;
 
 }  // namespace karx

@@ -16,8 +16,7 @@ inline constexpr pending_t pending{0};
 
 template <class T = void>
 class Poll {
-  static_assert(std::is_object_v<T> && !std::is_array_v<T>,
-                "karx::Poll<T>: T must be an object type (or void)");
+  static_assert(std::is_object_v<T> && !std::is_array_v<T>, "karx::Poll<T>: T must be an object type (or void)");
 
  public:
   using value_type = T;

@@ -22,49 +22,51 @@ struct RawWakerVTable {
   void (*drop)(const void*);
 };
 
+// Member functions are marked inline on purpose: in a named module, a function defined in its
+// class is not implicitly inline, and clang would then call it out of line from every importer.
 class Waker {
  public:
   // Takes ownership of `raw`: the Waker will call raw.vtable->drop once.
-  static Waker from_raw(RawWaker raw) noexcept { return Waker(raw); }
+  inline static Waker from_raw(RawWaker raw) noexcept { return Waker(raw); }
 
-  Waker(const Waker& other) : raw_(other.raw_.vtable ? other.raw_.vtable->clone(other.raw_.data) : RawWaker{}) {}
-  Waker(Waker&& other) noexcept : raw_(std::exchange(other.raw_, RawWaker{})) {}
-  Waker& operator=(const Waker& other) {
+  inline Waker(const Waker& other) : raw_(other.raw_.vtable ? other.raw_.vtable->clone(other.raw_.data) : RawWaker{}) {}
+  inline Waker(Waker&& other) noexcept : raw_(std::exchange(other.raw_, RawWaker{})) {}
+  inline Waker& operator=(const Waker& other) {
     if (this != &other && !will_wake(other)) *this = Waker(other);
     return *this;
   }
-  Waker& operator=(Waker&& other) noexcept {
+  inline Waker& operator=(Waker&& other) noexcept {
     if (this != &other) {
       release();
       raw_ = std::exchange(other.raw_, RawWaker{});
     }
     return *this;
   }
-  ~Waker() { release(); }
+  inline ~Waker() { release(); }
 
   // Wakes the target without consuming this waker (Rust's wake_by_ref).
   // A moved-from waker wakes nothing.
-  void wake() const {
+  inline void wake() const {
     if (raw_.vtable) raw_.vtable->wake_by_ref(raw_.data);
   }
   // Wakes and gives up this waker in one step; cheaper when the waker is no longer needed.
-  void wake_and_release() && {
+  inline void wake_and_release() && {
     RawWaker raw = std::exchange(raw_, RawWaker{});
     if (raw.vtable) raw.vtable->wake(raw.data);
   }
 
   // True when both wake the same target (same data and vtable), so one may stand for the other.
-  bool will_wake(const Waker& other) const noexcept {
+  inline bool will_wake(const Waker& other) const noexcept {
     return raw_.vtable != nullptr && raw_.data == other.raw_.data && raw_.vtable == other.raw_.vtable;
   }
 
-  const RawWaker& as_raw() const noexcept { return raw_; }
+  inline const RawWaker& as_raw() const noexcept { return raw_; }
   // Gives up ownership without dropping: the caller becomes responsible for `drop`.
-  RawWaker into_raw() && noexcept { return std::exchange(raw_, RawWaker{}); }
+  inline RawWaker into_raw() && noexcept { return std::exchange(raw_, RawWaker{}); }
 
  private:
-  explicit Waker(RawWaker raw) noexcept : raw_(raw) {}
-  void release() noexcept {
+  inline explicit Waker(RawWaker raw) noexcept : raw_(raw) {}
+  inline void release() noexcept {
     RawWaker raw = std::exchange(raw_, RawWaker{});
     if (raw.vtable) raw.vtable->drop(raw.data);
   }
@@ -74,8 +76,8 @@ class Waker {
 // What a poll is given: for now just the waker of the task being polled.
 class Context {
  public:
-  explicit Context(const Waker& waker) noexcept : waker_(&waker) {}
-  const Waker& waker() const noexcept { return *waker_; }
+  inline explicit Context(const Waker& waker) noexcept : waker_(&waker) {}
+  inline const Waker& waker() const noexcept { return *waker_; }
 
  private:
   const Waker* waker_;
