@@ -1,0 +1,56 @@
+// Injector: the global run queue. Tasks spawned from outside the workers, a processor's
+// overflow, and tasks that yielded go here; every processor takes from it now and then.
+//
+// A std::deque under a mutex (as Go's global runq is a list under sched.lock), plus a size
+// kept in an atomic so that processors can see an empty injector without taking the lock.
+// oneTBB's concurrent_queue was the first candidate; ThreadSanitizer reports races inside its
+// page recycling, whose allocator lives in the uninstrumented libtbb, so the sanitizer gate
+// could not vouch for it (docs/design.md). The lock is held for a push or pop of one pointer
+// (or one batch), and processors reach the injector only on every 61st tick or when their
+// own queue is empty.
+module;
+#include <atomic>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+export module karx.machinery:injector;
+
+export namespace karx::detail {
+
+template <class T>
+class Injector {
+ public:
+  void push(T item) {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(item);
+    size_.store(queue_.size(), std::memory_order_relaxed);
+  }
+  template <class It>
+  void push_batch(It first, It last) {
+    std::lock_guard lock(mutex_);
+    queue_.insert(queue_.end(), first, last);
+    size_.store(queue_.size(), std::memory_order_relaxed);
+  }
+  std::optional<T> pop() {
+    if (size_.load(std::memory_order_relaxed) == 0) return std::nullopt;  // a hint; the lock decides
+    std::lock_guard lock(mutex_);
+    if (queue_.empty()) return std::nullopt;
+    T item = queue_.front();
+    queue_.pop_front();
+    size_.store(queue_.size(), std::memory_order_relaxed);
+    return item;
+  }
+  // A snapshot without the lock: exact when nothing is pushing or popping. Whoever needs a
+  // pushed item to be seen must synchronize with the pusher by other means (the runtime's
+  // wake-up protocol does); the item itself is always handed over under the lock.
+  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  bool empty() const noexcept { return size() == 0; }
+
+ private:
+  std::mutex mutex_;
+  std::deque<T> queue_;
+  std::atomic<std::size_t> size_{0};
+};
+
+}  // namespace karx::detail

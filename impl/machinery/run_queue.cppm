@@ -1,0 +1,121 @@
+// RunQueue: a processor's bounded local run queue. The owner pushes and pops; any thread may
+// steal half of it.
+//
+// The algorithm is Go's runq (runtime/proc.go: runqput, runqget, runqgrab) on a ring of
+// `Capacity` slots: the owner alone writes `tail`; the owner's pops and the thieves' steals
+// all advance `head` by CAS, so each position is taken by exactly one of them. Slots are
+// atomics read with relaxed loads: a consumer may read a slot that the owner is rewriting
+// (its `head` was stale), but then its CAS on `head` fails and it discards what it read.
+//
+// Orderings:
+//  - push: the slot store (relaxed) is published by the release store of `tail`; consumers
+//    load `tail` with acquire before reading slots.
+//  - slot reuse: the owner rewrites a slot only past a `head` it loaded with acquire; the
+//    consumer that moved `head` past that slot read it before its (release) CAS, so the read
+//    happens-before the rewrite.
+//  - steal: the thief copies into its own queue's unpublished slots (its queue must have room:
+//    a thief steals only when its own queue is empty or nearly so), CASes the victim's
+//    `head`, and only then publishes its own `tail` (release).
+module;
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+export module karx.machinery:run_queue;
+
+export namespace karx::detail {
+
+template <class T, std::uint32_t Capacity = 256>
+  requires std::is_pointer_v<T>
+class RunQueue {
+  static_assert(Capacity >= 2 && (Capacity & (Capacity - 1)) == 0, "the capacity is a power of two");
+
+ public:
+  static constexpr std::uint32_t capacity = Capacity;
+
+  RunQueue() {
+    for (auto& s : slots_) s.store(nullptr, std::memory_order_relaxed);
+  }
+  RunQueue(const RunQueue&) = delete;
+  RunQueue& operator=(const RunQueue&) = delete;
+
+  // Owner only. False when the queue is full (the caller spills, see take_half_for_spill).
+  bool push(T item) noexcept {
+    const std::uint32_t h = head_.load(std::memory_order_acquire);
+    const std::uint32_t t = tail_.load(std::memory_order_relaxed);  // only the owner writes it
+    if (t - h >= Capacity) return false;
+    slots_[t & kMask].store(item, std::memory_order_relaxed);
+    tail_.store(t + 1, std::memory_order_release);
+    return true;
+  }
+
+  // Owner only: the oldest item (FIFO, as Go's runq), or nothing.
+  std::optional<T> pop() noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (h == t) return std::nullopt;
+      T item = slots_[h & kMask].load(std::memory_order_relaxed);
+      // acq_rel: release orders our slot read before a reuse of the slot (see above).
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return item;
+    }
+  }
+
+  // Owner only, when push failed: takes the older half of the queue out (into `out`, which
+  // holds at least Capacity / 2) so the caller can move it to the global queue. Returns the
+  // count, 0 if thieves emptied enough of the queue meanwhile (then push again).
+  std::uint32_t take_half_for_spill(T* out) noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (t - h < Capacity) return 0;  // no longer full
+      const std::uint32_t n = (t - h) / 2;
+      for (std::uint32_t i = 0; i < n; ++i) out[i] = slots_[(h + i) & kMask].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire)) return n;
+    }
+  }
+
+  // Any thread but the owner: moves half of this queue (rounded up) to the tail of `dst`,
+  // which the calling thread owns and which must have room for Capacity / 2 more items.
+  // Returns how many moved.
+  std::uint32_t steal_into(RunQueue& dst) noexcept {
+    const std::uint32_t dst_tail = dst.tail_.load(std::memory_order_relaxed);  // the caller owns dst
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint32_t t = tail_.load(std::memory_order_acquire);
+      std::uint32_t n = t - h;
+      n -= n / 2;
+      if (n == 0) return 0;
+      if (n > Capacity / 2) {  // h and t read at different moments: inconsistent, reread
+        h = head_.load(std::memory_order_acquire);
+        continue;
+      }
+      for (std::uint32_t i = 0; i < n; ++i)
+        dst.slots_[(dst_tail + i) & kMask].store(slots_[(h + i) & kMask].load(std::memory_order_relaxed),
+                                                 std::memory_order_relaxed);
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        dst.tail_.store(dst_tail + n, std::memory_order_release);
+        return n;
+      }
+    }
+  }
+
+  // Any thread; a snapshot that may be stale by the time it returns.
+  std::uint32_t size() const noexcept {
+    const std::uint32_t h = head_.load(std::memory_order_acquire);
+    const std::uint32_t t = tail_.load(std::memory_order_acquire);
+    const std::uint32_t n = t - h;  // h is read first, so h <= t, but the owner may have pushed since
+    return n > Capacity ? Capacity : n;
+  }
+  bool empty() const noexcept { return size() == 0; }
+
+ private:
+  static constexpr std::uint32_t kMask = Capacity - 1;
+
+  alignas(64) std::atomic<std::uint32_t> head_{0};  // consumers CAS it
+  alignas(64) std::atomic<std::uint32_t> tail_{0};  // the owner stores it
+  alignas(64) std::array<std::atomic<T>, Capacity> slots_;
+};
+
+}  // namespace karx::detail
