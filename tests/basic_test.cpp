@@ -11,88 +11,30 @@
 
 #include <atomic>
 #include <coroutine>
-#include <deque>
-#include <memory>
 #include <optional>
 #include <stdexcept>
-#include <string>
 #include <utility>
 
+#include "support/channel.hpp"
+#include "support/expect_counts.hpp"
 #include "support/probes.hpp"
+#include "support/wake_counter.hpp"
 
 namespace {
 
+using probes::Chan;
 using probes::Counts;
+using probes::drop_now;
 using probes::DropCounter;
 using probes::ProbeFuture;
-using probes::ProbeTag;
+using probes::ready_future;
+using probes::spawn_counted;
+using probes::WakeCounter;
 
-// What every counter must read after a step; fields left out must read 0.
-struct Expect {
-  int polls = 0;
-  int schedules = 0;
-  int future_drops = 0;
-  int output_drops = 0;
-  int schedule_drops = 0;
-  int tag_drops = 0;
-};
+using TaskT = karx::Task<probes::ProbeTag>;
 
-void expect_counts(const Counts& c, const Expect& e, int line) {
-  SCOPED_TRACE(testing::Message() << "counts checked at line " << line);
-  EXPECT_EQ(c.polls.load(), e.polls) << "polls";
-  EXPECT_EQ(c.schedules.load(), e.schedules) << "schedule calls";
-  EXPECT_EQ(c.future_drops.load(), e.future_drops) << "future destructions";
-  EXPECT_EQ(c.output_drops.load(), e.output_drops) << "output destructions";
-  EXPECT_EQ(c.schedule_drops.load(), e.schedule_drops) << "schedule-function destructions";
-  EXPECT_EQ(c.tag_drops.load(), e.tag_drops) << "tag destructions";
-}
-#define EXPECT_COUNTS(counts, ...) expect_counts((counts), Expect{__VA_ARGS__}, __LINE__)
-
-using Tag = ProbeTag;
-using TaskT = karx::Task<Tag>;
-
-// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
-template <class T>
-void drop_now(T& x) {
-  T dropped = std::move(x);
-}
-
-// ProbeSchedule for tagged tasks: counts calls, pushes the Task onto `queue` or, without a
-// queue, drops it (which cancels it, as async-task's test schedule functions did).
-struct TagSchedule {
-  Counts* counts;
-  std::deque<TaskT>* queue = nullptr;
-  DropCounter drop{counts->schedule_drops};
-
-  void operator()(TaskT task) const {
-    counts->schedules.fetch_add(1, std::memory_order_relaxed);
-    if (queue != nullptr) queue->push_back(std::move(task));
-  }
-};
-
-// Spawns `future` with a counting schedule function and a counting tag.
-template <class F>
-auto spawn_counted(Counts& c, F future, std::deque<TaskT>* queue = nullptr) {
-  return karx::spawn(std::move(future), TagSchedule{&c, queue}, Tag{0, DropCounter(c.tag_drops)});
-}
-
-// A future that is ready at once with Output{7}.
-ProbeFuture ready_future(Counts& c) { return ProbeFuture{&c, 0, 7}; }
 // A future that never completes.
 ProbeFuture pending_future(Counts& c) { return ProbeFuture{&c, 1 << 30, 0}; }
-
-TaskT pop(std::deque<TaskT>& queue) {
-  if (queue.empty()) throw std::logic_error("the run queue is empty");
-  TaskT t = std::move(queue.front());
-  queue.pop_front();
-  return t;
-}
-
-// A waker that counts its wakes.
-struct CountingWaker {
-  std::shared_ptr<std::atomic<int>> wakes = std::make_shared<std::atomic<int>>(0);
-  karx::Waker waker = karx::waker_fn([w = wakes] { w->fetch_add(1); });
-};
 
 // --- basic.rs: cancel_and_drop_handle / drop_and_detach ------------------------------------
 
@@ -214,23 +156,23 @@ TEST(Basic, RunThenHandleCancelThenDropHandle) {
 
 TEST(Basic, HandleCancelThenPollThenRunThenPoll) {
   Counts c;
-  CountingWaker w;
+  WakeCounter w;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   handle.cancel();
   EXPECT_COUNTS(c);
 
   // The future is not destroyed yet: the handle must not yield "canceled" before it is.
-  EXPECT_TRUE(probes::poll_with(handle, w.waker).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, w.waker()).is_pending());
   EXPECT_COUNTS(c);
-  EXPECT_EQ(w.wakes->load(), 0);
+  EXPECT_EQ(w.wakes(), 0);
 
   EXPECT_FALSE(task.run());  // destroys the future, wakes the handle
   EXPECT_COUNTS(c, .future_drops = 1);
-  EXPECT_EQ(w.wakes->load(), 1);
+  EXPECT_EQ(w.wakes(), 1);
 
   {
-    auto r = probes::poll_with(handle, w.waker);
+    auto r = probes::poll_with(handle, w.waker());
     ASSERT_TRUE(r.is_ready());
     EXPECT_FALSE(r.value().has_value());
   }
@@ -239,25 +181,25 @@ TEST(Basic, HandleCancelThenPollThenRunThenPoll) {
 
   handle.detach();  // already empty
   EXPECT_COUNTS(c, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
-  EXPECT_EQ(w.wakes->load(), 1);
+  EXPECT_EQ(w.wakes(), 1);
 }
 
 // --- basic.rs (later suite): cancel_join (poll before the run, then join) -------------------
 
 TEST(Basic, PollThenRunThenJoin) {
   Counts c;
-  CountingWaker w;
+  WakeCounter w;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
-  EXPECT_TRUE(probes::poll_with(handle, w.waker).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, w.waker()).is_pending());
   EXPECT_COUNTS(c);
 
   EXPECT_FALSE(task.run());
   EXPECT_COUNTS(c, .polls = 1, .future_drops = 1);
-  EXPECT_EQ(w.wakes->load(), 1);  // the completion woke the awaiting handle
+  EXPECT_EQ(w.wakes(), 1);  // the completion woke the awaiting handle
 
   {
-    auto r = probes::poll_with(handle, w.waker);
+    auto r = probes::poll_with(handle, w.waker());
     ASSERT_TRUE(r.is_ready());
     ASSERT_TRUE(r.value().has_value());
     EXPECT_EQ(r.value()->value, 7);
@@ -265,34 +207,34 @@ TEST(Basic, PollThenRunThenJoin) {
     EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
   }
   EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .output_drops = 1, .schedule_drops = 1, .tag_drops = 1);
-  EXPECT_EQ(w.wakes->load(), 1);
+  EXPECT_EQ(w.wakes(), 1);
 }
 
 // --- basic.rs: schedule -------------------------------------------------------------------------
 
 TEST(Basic, ScheduleHandsTheTaskToTheScheduleFunction) {
   Counts c;
-  std::deque<TaskT> queue;
+  Chan queue;
   auto [task, handle] = spawn_counted(c, pending_future(c), &queue);
-  EXPECT_TRUE(queue.empty());
+  EXPECT_EQ(queue.len(), 0u);
 
   task.schedule();
   EXPECT_FALSE(task);
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .schedules = 1);
 
-  TaskT t = pop(queue);
+  TaskT t = queue.recv();
   t.schedule();
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .schedules = 2);
 
-  t = pop(queue);
+  t = queue.recv();
   t.schedule();
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .schedules = 3);
 
-  t = pop(queue);
-  EXPECT_TRUE(queue.empty());
+  t = queue.recv();
+  EXPECT_EQ(queue.len(), 0u);
   EXPECT_COUNTS(c, .schedules = 3);  // never polled, never woken
 
   t.cancel();
@@ -314,27 +256,20 @@ using CounterTask = karx::Task<CounterTag>;
 
 struct CounterSchedule {
   Counts* counts;
-  std::deque<CounterTask>* queue;
+  probes::TaskChannel<CounterTask>* queue;
   bool bump_tag = false;  // schedule_counter: count the schedule calls in the tag
   DropCounter drop{counts->schedule_drops};
 
   void operator()(CounterTask task) const {
     counts->schedules.fetch_add(1, std::memory_order_relaxed);
     if (bump_tag) task.tag().n.fetch_add(1);
-    queue->push_back(std::move(task));
+    queue->push(std::move(task));
   }
 };
 
-CounterTask pop(std::deque<CounterTask>& queue) {
-  if (queue.empty()) throw std::logic_error("the run queue is empty");
-  CounterTask t = std::move(queue.front());
-  queue.pop_front();
-  return t;
-}
-
 TEST(Basic, TagIsSharedByTaskAndHandle) {
   Counts c;
-  std::deque<CounterTask> queue;
+  probes::TaskChannel<CounterTask> queue;
   auto [task, handle] = karx::spawn(pending_future(c), CounterSchedule{&c, &queue}, CounterTag(7, c.tag_drops));
   EXPECT_EQ(task.tag().n.load(), 7);
   EXPECT_EQ(handle.tag().n.load(), 7);
@@ -343,19 +278,19 @@ TEST(Basic, TagIsSharedByTaskAndHandle) {
   task.schedule();
   EXPECT_COUNTS(c, .schedules = 1);
 
-  CounterTask t = pop(queue);
-  EXPECT_TRUE(queue.empty());
+  CounterTask t = queue.recv();
+  EXPECT_EQ(queue.len(), 0u);
   handle.tag().n.fetch_add(1);
   t.schedule();
   EXPECT_COUNTS(c, .schedules = 2);
 
-  t = pop(queue);
+  t = queue.recv();
   EXPECT_EQ(t.tag().n.load(), 8);
-  EXPECT_TRUE(queue.empty());
+  EXPECT_EQ(queue.len(), 0u);
   t.schedule();
   EXPECT_COUNTS(c, .schedules = 3);
 
-  t = pop(queue);
+  t = queue.recv();
   t.cancel();
   EXPECT_COUNTS(c, .schedules = 3, .future_drops = 1);
   // The tag outlives the Task: the handle still reads it.
@@ -368,23 +303,23 @@ TEST(Basic, TagIsSharedByTaskAndHandle) {
 
 TEST(Basic, ScheduleFunctionCountsInTheTag) {
   Counts c;
-  std::deque<CounterTask> queue;
+  probes::TaskChannel<CounterTask> queue;
   auto [task, handle] = karx::spawn(pending_future(c), CounterSchedule{&c, &queue, true}, CounterTag(0, c.tag_drops));
 
   task.schedule();
   EXPECT_EQ(handle.tag().n.load(), 1);
   EXPECT_COUNTS(c, .schedules = 1);
 
-  pop(queue).schedule();
+  queue.recv().schedule();
   EXPECT_EQ(handle.tag().n.load(), 2);
   EXPECT_COUNTS(c, .schedules = 2);
 
-  pop(queue).schedule();
+  queue.recv().schedule();
   EXPECT_EQ(handle.tag().n.load(), 3);
   EXPECT_COUNTS(c, .schedules = 3);
 
-  pop(queue);  // the temporary Task is dropped: cancels
-  EXPECT_TRUE(queue.empty());
+  queue.recv();  // the temporary Task is dropped: cancels
+  EXPECT_EQ(queue.len(), 0u);
   EXPECT_COUNTS(c, .schedules = 3, .future_drops = 1);
   handle.detach();
   EXPECT_COUNTS(c, .schedules = 3, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
@@ -421,36 +356,36 @@ TEST(Basic, DropTaskInsideScheduleFunction) {
 
 TEST(Basic, WakersScheduleTheIdleTask) {
   Counts c;
-  std::deque<TaskT> queue;
+  Chan queue;
   auto [task, handle] = spawn_counted(c, pending_future(c), &queue);
-  EXPECT_TRUE(queue.empty());
+  EXPECT_EQ(queue.len(), 0u);
 
   karx::Waker w = task.waker();
   EXPECT_FALSE(task.run());  // pending, not woken while running
-  EXPECT_TRUE(queue.empty());
+  EXPECT_EQ(queue.len(), 0u);
   EXPECT_COUNTS(c, .polls = 1);
 
   w.wake();  // idle: a new Task goes to the schedule function
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
   w.wake();  // already scheduled: nothing happens
-  EXPECT_EQ(queue.size(), 1u);
+  EXPECT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
-  EXPECT_FALSE(pop(queue).run());
-  EXPECT_TRUE(queue.empty());
+  EXPECT_FALSE(queue.recv().run());
+  EXPECT_EQ(queue.len(), 0u);
   EXPECT_COUNTS(c, .polls = 2, .schedules = 1);
 
   handle.waker().wake();  // the handle's waker wakes the task too
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 2, .schedules = 2);
 
   std::move(w).wake_and_release();  // scheduled already; the waker is given up
-  EXPECT_EQ(queue.size(), 1u);
+  EXPECT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 2, .schedules = 2);
 
-  pop(queue).cancel();
+  queue.recv().cancel();
   EXPECT_COUNTS(c, .polls = 2, .schedules = 2, .future_drops = 1);
   handle.detach();
   EXPECT_COUNTS(c, .polls = 2, .schedules = 2, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
@@ -473,19 +408,19 @@ struct SelfWakingFuture {
 
 TEST(Basic, RunReportsAWakeWhileRunning) {
   Counts c;
-  std::deque<TaskT> queue;
-  auto [task, handle] = karx::spawn(SelfWakingFuture{&c, 2}, TagSchedule{&c, &queue}, Tag{0, DropCounter(c.tag_drops)});
+  Chan queue;
+  auto [task, handle] = spawn_counted(c, SelfWakingFuture{&c, 2}, &queue);
 
   EXPECT_TRUE(task.run());  // woken while running: rescheduled once it returned
-  ASSERT_EQ(queue.size(), 1u);
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
-  EXPECT_TRUE(pop(queue).run());
-  ASSERT_EQ(queue.size(), 1u);
+  EXPECT_TRUE(queue.recv().run());
+  ASSERT_EQ(queue.len(), 1u);
   EXPECT_COUNTS(c, .polls = 2, .schedules = 2);
 
-  EXPECT_FALSE(pop(queue).run());  // completes
-  EXPECT_TRUE(queue.empty());
+  EXPECT_FALSE(queue.recv().run());  // completes
+  EXPECT_EQ(queue.len(), 0u);
   EXPECT_COUNTS(c, .polls = 3, .schedules = 2, .future_drops = 1);
 
   auto r = probes::poll_once(handle);

@@ -14,227 +14,42 @@
 // CancelRacesWithRun keeps a real race on purpose, bounded, and checks outcome-consistent counts.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <barrier>
-#include <chrono>
-#include <condition_variable>
 #include <coroutine>
-#include <deque>
-#include <exception>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <stdexcept>
 #include <thread>
 #include <utility>
 
+#include "support/channel.hpp"
+#include "support/detached.hpp"
+#include "support/expect_counts.hpp"
+#include "support/gate.hpp"
+#include "support/gated_future.hpp"
 #include "support/probes.hpp"
+#include "support/wake_counter.hpp"
 
 namespace {
 
-using namespace std::chrono_literals;
+using probes::Background;
+using probes::block_on;
+using probes::Chan;
 using probes::Counts;
-using probes::DropCounter;
+using probes::Gate;
 using probes::ProbeFuture;
-using probes::ProbeTag;
-
-struct Expect {
-  int polls = 0;
-  int schedules = 0;
-  int future_drops = 0;
-  int output_drops = 0;
-  int schedule_drops = 0;
-  int tag_drops = 0;
-};
-
-void expect_counts(const Counts& c, const Expect& e, int line) {
-  SCOPED_TRACE(testing::Message() << "counts checked at line " << line);
-  EXPECT_EQ(c.polls.load(), e.polls) << "polls";
-  EXPECT_EQ(c.schedules.load(), e.schedules) << "schedule calls";
-  EXPECT_EQ(c.future_drops.load(), e.future_drops) << "future destructions";
-  EXPECT_EQ(c.output_drops.load(), e.output_drops) << "output destructions";
-  EXPECT_EQ(c.schedule_drops.load(), e.schedule_drops) << "schedule-function destructions";
-  EXPECT_EQ(c.tag_drops.load(), e.tag_drops) << "tag destructions";
-}
-#define EXPECT_COUNTS(counts, ...) expect_counts((counts), Expect{__VA_ARGS__}, __LINE__)
-
-using Tag = ProbeTag;
-using TaskT = karx::Task<Tag>;
-
-// Counts calls and pushes the Task onto `queue` (under a lock: wakes may come from any thread).
-struct TagSchedule {
-  Counts* counts;
-  std::deque<TaskT>* queue = nullptr;
-  std::mutex* lock = nullptr;
-  DropCounter drop{counts->schedule_drops};
-
-  void operator()(TaskT task) const {
-    counts->schedules.fetch_add(1, std::memory_order_relaxed);
-    if (queue != nullptr) {
-      std::lock_guard guard(*lock);
-      queue->push_back(std::move(task));
-    }
-  }
-};
-
-struct Queue {
-  std::mutex lock;
-  std::deque<TaskT> tasks;
-
-  std::size_t size() {
-    std::lock_guard guard(lock);
-    return tasks.size();
-  }
-  TaskT pop() {
-    std::lock_guard guard(lock);
-    if (tasks.empty()) throw std::logic_error("the run queue is empty");
-    TaskT t = std::move(tasks.front());
-    tasks.pop_front();
-    return t;
-  }
-};
-
-template <class F>
-auto spawn_counted(Counts& c, F future, Queue* q = nullptr) {
-  return karx::spawn(std::move(future), TagSchedule{&c, q ? &q->tasks : nullptr, q ? &q->lock : nullptr},
-                     Tag{0, DropCounter(c.tag_drops)});
-}
-
-ProbeFuture ready_future(Counts& c) { return ProbeFuture{&c, 0, 7}; }
-
-// A waker that counts its wakes (from any thread) and lets a thread wait for them.
-class Parker {
- public:
-  const karx::Waker& waker() const { return waker_; }
-  int wakes() const {
-    std::lock_guard lock(s_->m);
-    return s_->wakes;
-  }
-  bool wait_for_wakes(int n) const {
-    std::unique_lock lock(s_->m);
-    return s_->cv.wait_for(lock, 60s, [&] { return s_->wakes >= n; });
-  }
-
- private:
-  struct State {
-    std::mutex m;
-    std::condition_variable cv;
-    int wakes = 0;
-  };
-  std::shared_ptr<State> s_ = std::make_shared<State>();
-  karx::Waker waker_ = karx::waker_fn([s = s_] {
-    std::lock_guard lock(s->m);
-    ++s->wakes;
-    s->cv.notify_all();
-  });
-};
-
-template <class F>
-karx::output_of<F> block_on(F& f, const Parker& parker) {
-  for (;;) {
-    const int seen = parker.wakes();
-    auto r = probes::poll_with(f, parker.waker());
-    if (r.is_ready()) return std::move(r).value();
-    if (!parker.wait_for_wakes(seen + 1)) throw std::runtime_error("block_on: no wake for 60 s");
-  }
-}
-
-// A one-shot rendezvous: the polled future announces it is inside poll, then waits for the
-// test to open the gate. Waits are bounded (a hang fails the test instead of the whole run).
-class Gate {
- public:
-  void enter_and_wait() {
-    std::unique_lock lock(m_);
-    entered_ = true;
-    cv_.notify_all();
-    cv_.wait_for(lock, 60s, [&] { return open_; });
-  }
-  bool wait_entered() {
-    std::unique_lock lock(m_);
-    return cv_.wait_for(lock, 60s, [&] { return entered_; });
-  }
-  void open() {
-    std::lock_guard lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool entered_ = false;
-  bool open_ = false;
-};
-
-// What a GatedFuture does once the gate opens.
-enum class Then { ready, fail, pending, wake_self_then_pending };
+using probes::ready_future;
+using probes::spawn_counted;
+using probes::Then;
+using probes::WakeCounter;
 
 // Polled once: waits at the gate, then is ready with Output{7}, throws, or stays pending
 // (after waking its own task, with wake_self_then_pending).
-struct GatedFuture {
-  Counts* counts;
-  Gate* gate;
-  Then then = Then::ready;
-  bool wake_self_first = false;  // wake its own task before waiting at the gate
-  DropCounter drop{counts->future_drops};
-
-  karx::Poll<probes::Output> poll(karx::Context& cx) {
-    counts->polls.fetch_add(1);
-    if (wake_self_first) cx.waker().wake();
-    gate->enter_and_wait();
-    switch (then) {
-      case Then::ready:
-        break;
-      case Then::fail:
-        throw std::runtime_error("gated failure");
-      case Then::wake_self_then_pending:
-        cx.waker().wake();
-        [[fallthrough]];
-      case Then::pending:
-        return karx::pending;
-    }
-    return karx::Poll<probes::Output>::ready(probes::Output{7, DropCounter(counts->output_drops)});
-  }
-};
-
-// Runs `task` on its own thread; the gate is opened (and the thread joined) at the latest when
-// this goes out of scope, so a failing assertion cannot leave a thread blocked.
-class Runner {
- public:
-  Runner(TaskT task, Gate& gate) : gate_(gate), thread_([t = std::move(task), this]() mutable { woken_ = t.run(); }) {}
-  ~Runner() { join(); }
-  void join() {
-    gate_.open();
-    if (thread_.joinable()) thread_.join();
-  }
-  bool woken() const { return woken_; }
-
- private:
-  Gate& gate_;
-  bool woken_ = false;
-  std::thread thread_;
-};
-
-// Counts the exceptions reported for tasks whose result nobody will take.
-std::atomic<int> detached_exceptions{0};
-class DetachedExceptionCounter {
- public:
-  DetachedExceptionCounter()
-      : previous_(karx::set_detached_exception_handler(
-            [](std::exception_ptr) noexcept { detached_exceptions.fetch_add(1); })) {
-    detached_exceptions.store(0);
-  }
-  ~DetachedExceptionCounter() { karx::set_detached_exception_handler(previous_); }
-
- private:
-  karx::detached_exception_handler previous_;
-};
+using GatedFuture = probes::GatedFuture<probes::Output>;
 
 // --- cancel.rs: run_and_cancel ------------------------------------------------------------------
 
 TEST(Cancel, RunThenCancelStillDeliversTheOutput) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   EXPECT_FALSE(task.run());
@@ -257,7 +72,7 @@ TEST(Cancel, RunThenCancelStillDeliversTheOutput) {
 
 TEST(Cancel, CancelBeforeFirstRunThenRunOnAnotherThread) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   handle.cancel();  // the fresh Task counts as scheduled: no schedule call
@@ -281,30 +96,30 @@ TEST(Cancel, CancelBeforeFirstRunThenRunOnAnotherThread) {
 // The idle case the fresh-task rule does not cover: cancel schedules the task exactly once more.
 TEST(Cancel, CancelIdleTaskSchedulesItOnceMore) {
   Counts c;
-  Parker p;
-  Queue q;
+  WakeCounter p;
+  Chan q;
   auto [task, handle] = spawn_counted(c, ProbeFuture{&c, 1, 7}, &q);
 
   karx::Waker w = task.waker();
   EXPECT_FALSE(task.run());  // pending: the task is idle now
-  EXPECT_EQ(q.size(), 0u);
+  EXPECT_EQ(q.len(), 0u);
   EXPECT_COUNTS(c, .polls = 1);
 
   handle.cancel();
-  EXPECT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
   handle.cancel();  // already canceled: no second schedule
   w.wake();         // a canceled task is not scheduled by wakes either
-  EXPECT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());  // the future is still alive
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
-  EXPECT_FALSE(q.pop().run());  // destroys the future instead of polling it
+  EXPECT_FALSE(q.recv().run());  // destroys the future instead of polling it
   EXPECT_EQ(p.wakes(), 1);
-  EXPECT_EQ(q.size(), 0u);
+  EXPECT_EQ(q.len(), 0u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1, .future_drops = 1);
 
   EXPECT_EQ(block_on(handle, p), std::nullopt);
@@ -318,11 +133,11 @@ TEST(Cancel, CancelIdleTaskSchedulesItOnceMore) {
 
 TEST(Cancel, CancelDuringRun) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   Gate gate;
   auto [task, handle] = spawn_counted(c, GatedFuture{&c, &gate});
-  Runner runner(std::move(task), gate);
-  ASSERT_TRUE(gate.wait_entered());
+  Background runner(gate, std::move(task));
+  ASSERT_TRUE(gate.wait_arrived());
   EXPECT_COUNTS(c, .polls = 1);
 
   handle.cancel();  // running: no schedule call; the run in progress will finish the job
@@ -345,21 +160,20 @@ TEST(Cancel, CancelDuringRun) {
   EXPECT_EQ(c.polls.load(), 1);
   EXPECT_EQ(c.future_drops.load(), 1);
   EXPECT_EQ(c.schedules.load(), 0);
-  runner.join();
-  EXPECT_FALSE(runner.woken());
+  EXPECT_FALSE(runner.finish());
   EXPECT_EQ(p.wakes(), 1);
   EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .output_drops = 1, .schedule_drops = 1, .tag_drops = 1);
 }
 
 // The contract: canceled wins over a failure: the handle yields nullopt, nothing is rethrown or reported.
 TEST(Cancel, CancelDuringRunThatThrows) {
-  DetachedExceptionCounter reported;
+  probes::DetachedRecorder reported;
   Counts c;
-  Parker p;
+  WakeCounter p;
   Gate gate;
   auto [task, handle] = spawn_counted(c, GatedFuture{&c, &gate, Then::fail});
-  Runner runner(std::move(task), gate);
-  ASSERT_TRUE(gate.wait_entered());
+  Background runner(gate, std::move(task));
+  ASSERT_TRUE(gate.wait_arrived());
 
   handle.cancel();
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());
@@ -372,8 +186,8 @@ TEST(Cancel, CancelDuringRunThatThrows) {
   EXPECT_FALSE(has_value);
   EXPECT_EQ(c.polls.load(), 1);
   EXPECT_EQ(c.future_drops.load(), 1);
-  runner.join();
-  EXPECT_EQ(detached_exceptions.load(), 0);
+  runner.finish();
+  EXPECT_EQ(probes::detached_calls(), 0);
   EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
 }
 
@@ -382,11 +196,12 @@ TEST(Cancel, CancelDuringRunThatThrows) {
 // its own task during the poll.
 void cancel_during_pending_run(Then then, bool wake_self_first = false) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   Gate gate;
-  auto [task, handle] = spawn_counted(c, GatedFuture{&c, &gate, then, wake_self_first});
-  Runner runner(std::move(task), gate);
-  ASSERT_TRUE(gate.wait_entered());
+  auto [task, handle] =
+      spawn_counted(c, GatedFuture{.counts = &c, .gate = &gate, .then = then, .wake_self_first = wake_self_first});
+  Background runner(gate, std::move(task));
+  ASSERT_TRUE(gate.wait_arrived());
   EXPECT_COUNTS(c, .polls = 1);
 
   handle.cancel();
@@ -403,8 +218,7 @@ void cancel_during_pending_run(Then then, bool wake_self_first = false) {
   EXPECT_EQ(c.future_drops.load(), 1);
   EXPECT_EQ(c.schedules.load(), 0);
 
-  runner.join();
-  EXPECT_FALSE(runner.woken());  // canceled: not rescheduled, whatever woke it
+  EXPECT_FALSE(runner.finish());  // canceled: not rescheduled, whatever woke it
   EXPECT_EQ(p.wakes(), 1);
   EXPECT_COUNTS(c, .polls = 1, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
 }
@@ -419,7 +233,7 @@ TEST(Cancel, WakeThenCancelDuringPendingRun) { cancel_during_pending_run(Then::p
 // The handle cancels, then the Task is dropped instead of run: the future goes exactly once.
 TEST(Cancel, HandleCancelThenTaskCancel) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   handle.cancel();
@@ -437,19 +251,19 @@ TEST(Cancel, HandleCancelThenTaskCancel) {
 // Cancel, then detach before the due run: that run still destroys the future and frees all.
 TEST(Cancel, CancelThenDetachThenRun) {
   Counts c;
-  Queue q;
+  Chan q;
   auto [task, handle] = spawn_counted(c, ProbeFuture{&c, 1, 7}, &q);
   EXPECT_FALSE(task.run());
   EXPECT_COUNTS(c, .polls = 1);
 
   handle.cancel();
-  EXPECT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.len(), 1u);
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
   handle.detach();
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1);
 
-  EXPECT_FALSE(q.pop().run());
+  EXPECT_FALSE(q.recv().run());
   EXPECT_COUNTS(c, .polls = 1, .schedules = 1, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
 }
 
@@ -461,7 +275,7 @@ TEST(Cancel, CancelRacesWithRun) {
   for (int round = 0; round < kRounds; ++round) {
     SCOPED_TRACE(testing::Message() << "round " << round);
     Counts c;
-    Parker p;
+    WakeCounter p;
     bool delivered = false;
     {
       auto [task, handle] = spawn_counted(c, ready_future(c));

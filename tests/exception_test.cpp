@@ -11,257 +11,32 @@
 // deterministic and every count is exact.
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <coroutine>
-#include <cstddef>
-#include <deque>
 #include <exception>
-#include <memory>
-#include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <utility>
 
+#include "support/detached.hpp"
+#include "support/gated_future.hpp"
 #include "support/probes.hpp"
+#include "support/wake_counter.hpp"
+#include "support/world.hpp"
 
 namespace {
 
-using namespace std::chrono_literals;
+using probes::Background;
+using probes::Boom;
+using probes::detached_boom_id;
+using probes::detached_calls;
+using probes::run_checked;
+using probes::WakeCounter;
+using probes::World;
 
-// Generous: only reached if the library deadlocks or loses a task.
-constexpr auto kTimeout = 60s;
+using TaskT = karx::Task<probes::ProbeTag>;
 
-using Tag = probes::ProbeTag;
-using TaskT = karx::Task<Tag>;
-
-// The exception the test futures throw; `id` tells which one arrived where.
-struct Boom : std::runtime_error {
-  explicit Boom(int i) : std::runtime_error("boom " + std::to_string(i)), id(i) {}
-  int id;
-};
-
-// --- helpers ------------------------------------------------------------------------------
-
-// The queue the schedule function pushes to (the original's channel). Thread-safe.
-class Chan {
- public:
-  void push(TaskT task) {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(task));
-  }
-  std::size_t len() const {
-    std::lock_guard lock(mu_);
-    return queue_.size();
-  }
-  // The oldest queued task; an empty Task (and a test failure) if there is none.
-  TaskT recv() {
-    std::lock_guard lock(mu_);
-    if (queue_.empty()) {
-      ADD_FAILURE() << "nothing was scheduled";
-      return TaskT{};
-    }
-    TaskT task = std::move(queue_.front());
-    queue_.pop_front();
-    return task;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::deque<TaskT> queue_;
-};
-
-// Counts its calls and queues the Task in `chan`; counts its own destruction.
-struct Sched {
-  probes::Counts* counts;
-  Chan* chan;
-  probes::DropCounter drop{counts->schedule_drops};
-
-  void operator()(TaskT task) const {
-    counts->schedules.fetch_add(1);
-    chan->push(std::move(task));
-  }
-};
-
-// Lets the test hold a poll in progress: once armed, the next poll that passes the gate
-// announces itself and waits until the test opens the gate.
-class Gate {
- public:
-  void arm() {
-    std::lock_guard lock(mu_);
-    armed_ = true;
-  }
-  // Called by a future inside poll.
-  void pass() {
-    std::unique_lock lock(mu_);
-    if (!armed_) return;
-    armed_ = false;
-    arrived_ = true;
-    cv_.notify_all();
-    if (!cv_.wait_for(lock, kTimeout, [this] { return open_; })) ADD_FAILURE() << "the gate was never opened";
-  }
-  // True once a poll waits at the gate (false after the timeout).
-  [[nodiscard]] bool wait_arrived() {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kTimeout, [this] { return arrived_; });
-  }
-  void open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool armed_ = false;
-  bool arrived_ = false;
-  bool open_ = false;
-};
-
-// Task::run(), which must never throw the future's exception.
-bool run_checked(TaskT& task) {
-  try {
-    return task.run();
-  } catch (...) {
-    ADD_FAILURE() << "Task::run() threw";
-    return false;
-  }
-}
-
-// Runs a task on another thread (its poll may wait at the gate).
-class Background {
- public:
-  Background(Gate& gate, TaskT task) : gate_(gate) {
-    thread_ = std::thread([this, t = std::move(task)]() mutable { woken_ = run_checked(t); });
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-  ~Background() { finish(); }
-
-  // Opens the gate, waits for the run to return; returns what run() returned.
-  bool finish() {
-    gate_.open();
-    if (thread_.joinable()) thread_.join();
-    return woken_;
-  }
-
- private:
-  Gate& gate_;
-  bool woken_ = false;
-  std::thread thread_;
-};
-
-// A waker for awaiting a JoinHandle that counts how often it was woken.
-class Signal {
- public:
-  karx::Waker waker() const {
-    return karx::waker_fn([s = state_] {
-      std::lock_guard lock(s->mu);
-      ++s->count;
-    });
-  }
-  int count() const {
-    std::lock_guard lock(state_->mu);
-    return state_->count;
-  }
-
- private:
-  struct State {
-    std::mutex mu;
-    int count = 0;
-  };
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-};
-
-// Everything a test counts. Declared before the task, so it outlives it.
-struct World {
-  probes::Counts counts;
-  Chan chan;
-  Gate gate;
-
-  template <class F>
-  auto spawn(F future) {
-    return karx::spawn(std::move(future), Sched{&counts, &chan}, Tag{1, probes::DropCounter(counts.tag_drops)});
-  }
-
-  // is(polls, schedules, future drops, output drops, schedule-function drops, tag drops, queued)
-  ::testing::AssertionResult is(int polls, int schedules, int future_drops, int output_drops, int schedule_drops,
-                                int tag_drops, std::size_t queued) const {
-    std::string bad;
-    auto check = [&bad](const char* name, long long got, long long want) {
-      if (got != want)
-        bad += std::string(" ") + name + "=" + std::to_string(got) + " (want " + std::to_string(want) + ")";
-    };
-    check("polls", counts.polls.load(), polls);
-    check("schedules", counts.schedules.load(), schedules);
-    check("future_drops", counts.future_drops.load(), future_drops);
-    check("output_drops", counts.output_drops.load(), output_drops);
-    check("schedule_drops", counts.schedule_drops.load(), schedule_drops);
-    check("tag_drops", counts.tag_drops.load(), tag_drops);
-    check("queued", static_cast<long long>(chan.len()), static_cast<long long>(queued));
-    if (bad.empty()) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "unexpected:" << bad;
-  }
-};
-
-// --- the detached-exception handler --------------------------------------------------------
-
-std::mutex g_detached_mu;
-int g_detached_calls = 0;
-std::exception_ptr g_detached_last;
-
-void record_detached(std::exception_ptr e) noexcept {
-  std::lock_guard lock(g_detached_mu);
-  ++g_detached_calls;
-  g_detached_last = std::move(e);
-}
-
-void reset_detached() {
-  std::lock_guard lock(g_detached_mu);
-  g_detached_calls = 0;
-  g_detached_last = nullptr;
-}
-
-int detached_calls() {
-  std::lock_guard lock(g_detached_mu);
-  return g_detached_calls;
-}
-
-// The id of the Boom the handler received last: -1 if none, -2 if it was not a Boom.
-int detached_boom_id() {
-  std::exception_ptr e;
-  {
-    std::lock_guard lock(g_detached_mu);
-    e = g_detached_last;
-  }
-  if (!e) return -1;
-  try {
-    std::rethrow_exception(e);
-  } catch (const Boom& b) {
-    return b.id;
-  } catch (...) {
-    return -2;
-  }
-}
-
-// Installs the recording handler for each test and restores the previous one after.
-class Exception : public ::testing::Test {
- protected:
-  void SetUp() override {
-    reset_detached();
-    previous_ = karx::set_detached_exception_handler(&record_detached);
-  }
-  void TearDown() override {
-    karx::set_detached_exception_handler(previous_);
-    reset_detached();
-  }
-
- private:
-  karx::detached_exception_handler previous_ = nullptr;
-};
+// Records the detached exceptions of each test (installs the handler, restores the previous one).
+class Exception : public probes::DetachedRecordingTest {};
 
 // Awaits `handle` once; expects it to rethrow Boom(id).
 template <class H>
@@ -286,18 +61,7 @@ void expect_spent(H& handle) {
 // --- futures ---------------------------------------------------------------------------------
 
 // Throws Boom(id) from its first poll (after waiting at the gate, if armed).
-struct ThrowingFuture {
-  probes::Counts* counts;
-  Gate* gate;
-  int id;
-  probes::DropCounter drop{counts->future_drops};
-
-  karx::Poll<void> poll(karx::Context&) {
-    counts->polls.fetch_add(1);
-    gate->pass();
-    throw Boom(id);
-  }
-};
+probes::GatedFuture<void> throwing_future(World& w, int id) { return {&w.counts, &w.gate, probes::Then::fail, 0, id}; }
 
 // Throws a value that is no std::exception.
 struct ThrowingInt {
@@ -324,9 +88,8 @@ karx::Async<int> throw_after_await(probes::Counts* counts, karx::Waker* slot, in
 // discarded, not reported, and the task is freed when the run returns.
 TEST_F(Exception, CancelDuringRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 1});
+  auto [task, handle] = w.spawn(throwing_future(w, 1));
 
-  w.gate.arm();
   Background bg(w.gate, std::move(task));
   ASSERT_TRUE(w.gate.wait_arrived());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
@@ -348,7 +111,7 @@ TEST_F(Exception, CancelDuringRun) {
 // Run, then await: run() returns normally, the handle rethrows; nothing is reported.
 TEST_F(Exception, RunAndJoin) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 2});
+  auto [task, handle] = w.spawn(throwing_future(w, 2));
 
   EXPECT_FALSE(run_checked(task));
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
@@ -381,20 +144,20 @@ TEST_F(Exception, RunAndJoinWithValueOutput) {
 // Await (pending), run, await again: the awaiting waker is woken once and the handle rethrows.
 TEST_F(Exception, TryJoinAndRunAndJoin) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 3});
-  Signal awaiter;
+  auto [task, handle] = w.spawn(throwing_future(w, 3));
+  WakeCounter awaiter;
 
-  EXPECT_TRUE(probes::poll_with(handle, awaiter.waker()).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, awaiter.new_waker()).is_pending());
   EXPECT_TRUE(w.is(0, 0, 0, 0, 0, 0, 0));
-  EXPECT_EQ(awaiter.count(), 0);
+  EXPECT_EQ(awaiter.wakes(), 0);
 
   EXPECT_FALSE(run_checked(task));
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
-  EXPECT_EQ(awaiter.count(), 1);
+  EXPECT_EQ(awaiter.wakes(), 1);
 
-  expect_rethrows(handle, 3, awaiter.waker());
+  expect_rethrows(handle, 3, awaiter.new_waker());
   EXPECT_TRUE(w.is(1, 0, 1, 0, 1, 1, 0));
-  EXPECT_EQ(awaiter.count(), 1);
+  EXPECT_EQ(awaiter.wakes(), 1);
   EXPECT_EQ(detached_calls(), 0);
 }
 
@@ -402,22 +165,21 @@ TEST_F(Exception, TryJoinAndRunAndJoin) {
 // the next await rethrows.
 TEST_F(Exception, JoinDuringRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 4});
-  Signal awaiter;
+  auto [task, handle] = w.spawn(throwing_future(w, 4));
+  WakeCounter awaiter;
 
-  w.gate.arm();
   Background bg(w.gate, std::move(task));
   ASSERT_TRUE(w.gate.wait_arrived());
 
-  EXPECT_TRUE(probes::poll_with(handle, awaiter.waker()).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, awaiter.new_waker()).is_pending());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
-  EXPECT_EQ(awaiter.count(), 0);
+  EXPECT_EQ(awaiter.wakes(), 0);
 
   EXPECT_FALSE(bg.finish());
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
-  EXPECT_EQ(awaiter.count(), 1);
+  EXPECT_EQ(awaiter.wakes(), 1);
 
-  expect_rethrows(handle, 4, awaiter.waker());
+  expect_rethrows(handle, 4, awaiter.new_waker());
   EXPECT_TRUE(w.is(1, 0, 1, 0, 1, 1, 0));
   EXPECT_EQ(detached_calls(), 0);
   expect_spent(handle);
@@ -426,14 +188,13 @@ TEST_F(Exception, JoinDuringRun) {
 // Awaited (pending) during the run, then dropped: the exception has no taker and is reported.
 TEST_F(Exception, TryJoinDuringRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 5});
-  Signal awaiter;
+  auto [task, handle] = w.spawn(throwing_future(w, 5));
+  WakeCounter awaiter;
 
-  w.gate.arm();
   Background bg(w.gate, std::move(task));
   ASSERT_TRUE(w.gate.wait_arrived());
 
-  EXPECT_TRUE(probes::poll_with(handle, awaiter.waker()).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, awaiter.new_waker()).is_pending());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
 
   {
@@ -451,9 +212,8 @@ TEST_F(Exception, TryJoinDuringRun) {
 // The handle is dropped (detached) while the poll runs: the run reports the exception once.
 TEST_F(Exception, DropHandleDuringRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 6});
+  auto [task, handle] = w.spawn(throwing_future(w, 6));
 
-  w.gate.arm();
   Background bg(w.gate, std::move(task));
   ASSERT_TRUE(w.gate.wait_arrived());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
@@ -476,24 +236,23 @@ TEST_F(Exception, DropHandleDuringRun) {
 // woken, yields "canceled" (false for void) rather than rethrowing; nothing is reported.
 TEST_F(Exception, CancelDuringRunThenAwaitYieldsCanceled) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 7});
-  Signal awaiter;
+  auto [task, handle] = w.spawn(throwing_future(w, 7));
+  WakeCounter awaiter;
 
-  w.gate.arm();
   Background bg(w.gate, std::move(task));
   ASSERT_TRUE(w.gate.wait_arrived());
 
   handle.cancel();
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
   // The future is not destroyed yet: the handle must not resolve.
-  EXPECT_TRUE(probes::poll_with(handle, awaiter.waker()).is_pending());
+  EXPECT_TRUE(probes::poll_with(handle, awaiter.new_waker()).is_pending());
   EXPECT_TRUE(w.is(1, 0, 0, 0, 0, 0, 0));
 
   EXPECT_FALSE(bg.finish());
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
-  EXPECT_EQ(awaiter.count(), 1);
+  EXPECT_EQ(awaiter.wakes(), 1);
 
-  auto r = probes::poll_with(handle, awaiter.waker());
+  auto r = probes::poll_with(handle, awaiter.new_waker());
   ASSERT_TRUE(r.is_ready());
   EXPECT_FALSE(r.value());
   EXPECT_TRUE(w.is(1, 0, 1, 0, 1, 1, 0));
@@ -504,7 +263,7 @@ TEST_F(Exception, CancelDuringRunThenAwaitYieldsCanceled) {
 // Detached before the first run: the run reports the exception, once.
 TEST_F(Exception, DetachBeforeRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 8});
+  auto [task, handle] = w.spawn(throwing_future(w, 8));
 
   handle.detach();
   EXPECT_FALSE(static_cast<bool>(handle));
@@ -520,7 +279,7 @@ TEST_F(Exception, DetachBeforeRun) {
 // Detached after the task threw, without awaiting: the detach reports it, once.
 TEST_F(Exception, DetachAfterRun) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 9});
+  auto [task, handle] = w.spawn(throwing_future(w, 9));
 
   EXPECT_FALSE(run_checked(task));
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
@@ -537,7 +296,7 @@ TEST_F(Exception, DetachAfterRun) {
 // JoinHandle::cancel() after completion does nothing: the exception is still delivered.
 TEST_F(Exception, CancelAfterCompletionStillRethrows) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 10});
+  auto [task, handle] = w.spawn(throwing_future(w, 10));
 
   EXPECT_FALSE(run_checked(task));
   EXPECT_TRUE(w.is(1, 0, 1, 0, 0, 0, 0));
@@ -554,7 +313,7 @@ TEST_F(Exception, CancelAfterCompletionStillRethrows) {
 // schedule call): the run destroys the future unpolled and the handle yields "canceled".
 TEST_F(Exception, CancelBeforeRunNeverPolls) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 11});
+  auto [task, handle] = w.spawn(throwing_future(w, 11));
 
   handle.cancel();
   EXPECT_TRUE(w.is(0, 0, 0, 0, 0, 0, 0));
@@ -573,7 +332,7 @@ TEST_F(Exception, CancelBeforeRunNeverPolls) {
 // and nothing reported.
 TEST_F(Exception, DropTaskWhileDetachedReportsNothing) {
   World w;
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 12});
+  auto [task, handle] = w.spawn(throwing_future(w, 12));
 
   handle.detach();
   EXPECT_TRUE(w.is(0, 0, 0, 0, 0, 0, 0));
@@ -614,11 +373,7 @@ TEST_F(Exception, DetachedNonStdExceptionReachesHandler) {
   EXPECT_FALSE(run_checked(task));
   EXPECT_TRUE(w.is(1, 0, 1, 0, 1, 1, 0));
   ASSERT_EQ(detached_calls(), 1);
-  std::exception_ptr e;
-  {
-    std::lock_guard lock(g_detached_mu);
-    e = g_detached_last;
-  }
+  std::exception_ptr e = probes::detached_last();
   try {
     std::rethrow_exception(e);
   } catch (int v) {
@@ -656,8 +411,8 @@ TEST_F(Exception, AsyncCoroutineExceptionReachesTheHandle) {
 // The default handler (restored by passing nullptr) prints the exception to stderr.
 TEST_F(Exception, DefaultHandlerPrintsToStderr) {
   World w;
-  EXPECT_EQ(karx::set_detached_exception_handler(nullptr), &record_detached);
-  auto [task, handle] = w.spawn(ThrowingFuture{&w.counts, &w.gate, 14});
+  EXPECT_EQ(karx::set_detached_exception_handler(nullptr), &probes::record_detached);
+  auto [task, handle] = w.spawn(throwing_future(w, 14));
   handle.detach();
 
   ::testing::internal::CaptureStderr();

@@ -15,14 +15,9 @@
 // well (a spurious wake, which the poll protocol allows), so two wakes are legitimate there.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <barrier>
-#include <chrono>
-#include <condition_variable>
 #include <coroutine>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -30,97 +25,20 @@
 #include <utility>
 #include <vector>
 
+#include "support/channel.hpp"
+#include "support/expect_counts.hpp"
 #include "support/probes.hpp"
+#include "support/wake_counter.hpp"
 
 namespace {
 
-using namespace std::chrono_literals;
+using probes::block_on;
 using probes::Counts;
+using probes::drop_now;
 using probes::DropCounter;
-using probes::ProbeFuture;
-using probes::ProbeTag;
-
-struct Expect {
-  int polls = 0;
-  int schedules = 0;
-  int future_drops = 0;
-  int output_drops = 0;
-  int schedule_drops = 0;
-  int tag_drops = 0;
-};
-
-void expect_counts(const Counts& c, const Expect& e, int line) {
-  SCOPED_TRACE(testing::Message() << "counts checked at line " << line);
-  EXPECT_EQ(c.polls.load(), e.polls) << "polls";
-  EXPECT_EQ(c.schedules.load(), e.schedules) << "schedule calls";
-  EXPECT_EQ(c.future_drops.load(), e.future_drops) << "future destructions";
-  EXPECT_EQ(c.output_drops.load(), e.output_drops) << "output destructions";
-  EXPECT_EQ(c.schedule_drops.load(), e.schedule_drops) << "schedule-function destructions";
-  EXPECT_EQ(c.tag_drops.load(), e.tag_drops) << "tag destructions";
-}
-#define EXPECT_COUNTS(counts, ...) expect_counts((counts), Expect{__VA_ARGS__}, __LINE__)
-
-using Tag = ProbeTag;
-using TaskT = karx::Task<Tag>;
-
-// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
-template <class T>
-void drop_now(T& x) {
-  T dropped = std::move(x);
-}
-
-struct TagSchedule {
-  Counts* counts;
-  DropCounter drop{counts->schedule_drops};
-
-  void operator()(TaskT) const { counts->schedules.fetch_add(1, std::memory_order_relaxed); }
-};
-
-template <class F>
-auto spawn_counted(Counts& c, F future) {
-  return karx::spawn(std::move(future), TagSchedule{&c}, Tag{0, DropCounter(c.tag_drops)});
-}
-
-ProbeFuture ready_future(Counts& c) { return ProbeFuture{&c, 0, 7}; }
-
-// A waker that counts its wakes (from any thread) and lets a thread wait for them.
-class Parker {
- public:
-  const karx::Waker& waker() const { return waker_; }
-  int wakes() const {
-    std::lock_guard lock(s_->m);
-    return s_->wakes;
-  }
-  // Waits until at least `n` wakes happened; false after a generous timeout (a hang).
-  bool wait_for_wakes(int n) const {
-    std::unique_lock lock(s_->m);
-    return s_->cv.wait_for(lock, 60s, [&] { return s_->wakes >= n; });
-  }
-
- private:
-  struct State {
-    std::mutex m;
-    std::condition_variable cv;
-    int wakes = 0;
-  };
-  std::shared_ptr<State> s_ = std::make_shared<State>();
-  karx::Waker waker_ = karx::waker_fn([s = s_] {
-    std::lock_guard lock(s->m);
-    ++s->wakes;
-    s->cv.notify_all();
-  });
-};
-
-// Polls `f` until it is ready, sleeping on `parker` in between; throws after a long hang.
-template <class F>
-karx::output_of<F> block_on(F& f, const Parker& parker) {
-  for (;;) {
-    const int seen = parker.wakes();
-    auto r = probes::poll_with(f, parker.waker());
-    if (r.is_ready()) return std::move(r).value();
-    if (!parker.wait_for_wakes(seen + 1)) throw std::runtime_error("block_on: no wake for 60 s");
-  }
-}
+using probes::ready_future;
+using probes::spawn_counted;
+using probes::WakeCounter;
 
 // --- join.rs: cancel_and_join / drop_and_join ---------------------------------------------------
 
@@ -142,7 +60,7 @@ TEST(Join, CancelTaskThenJoin) {
 
 TEST(Join, DropTaskThenJoin) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   drop_now(task);
@@ -214,7 +132,7 @@ TEST(Join, JoinTwiceThrows) {
 
 TEST(Join, AwaitingHandleIsWokenByCancelOnAnotherThread) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());
@@ -234,7 +152,7 @@ TEST(Join, AwaitingHandleIsWokenByCancelOnAnotherThread) {
 
 TEST(Join, AwaitingHandleIsWokenByRunOnAnotherThread) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());
@@ -260,7 +178,7 @@ TEST(Join, AwaitingHandleIsWokenByRunOnAnotherThread) {
 
 TEST(Join, TryJoinThenRunThenJoin) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   // One poll that gives up when pending (async-task: select with a ready future).
@@ -284,7 +202,7 @@ TEST(Join, TryJoinThenRunThenJoin) {
 
 TEST(Join, TryJoinThenHandleCancelThenDetachThenRun) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());
@@ -307,7 +225,7 @@ TEST(Join, TryJoinThenHandleCancelThenDetachThenRun) {
 
 TEST(Join, TryJoinThenRunThenHandleCancelThenDetach) {
   Counts c;
-  Parker p;
+  WakeCounter p;
   auto [task, handle] = spawn_counted(c, ready_future(c));
 
   EXPECT_TRUE(probes::poll_with(handle, p.waker()).is_pending());
@@ -409,7 +327,7 @@ TEST(Join, JoinRacesWithRun) {
   for (int round = 0; round < kRaceRounds; ++round) {
     SCOPED_TRACE(testing::Message() << "round " << round);
     Counts c;
-    Parker p;
+    WakeCounter p;
     {
       auto [task, handle] = spawn_counted(c, ready_future(c));
       std::barrier start(2);
@@ -434,7 +352,7 @@ TEST(Join, JoinRacesWithTaskCancel) {
   for (int round = 0; round < kRaceRounds; ++round) {
     SCOPED_TRACE(testing::Message() << "round " << round);
     Counts c;
-    Parker p;
+    WakeCounter p;
     auto [task, handle] = spawn_counted(c, ready_future(c));
     std::barrier start(2);
     std::jthread canceller([&start, t = std::move(task)]() mutable {

@@ -2,18 +2,24 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
 import karx;
 
 namespace probes {
+
+// How long a test waits for another thread before it calls it a hang. Generous: only reached
+// if the library deadlocks or loses a task.
+inline constexpr std::chrono::seconds kTimeout{60};
 
 // Counts the destruction of the one live object that owns it (moves hand the duty on).
 class DropCounter {
@@ -68,6 +74,15 @@ struct ProbeFuture {
   }
 };
 
+// A probe future that is ready at once with Output{7}.
+inline ProbeFuture ready_future(Counts& c) { return ProbeFuture{&c, 0, 7}; }
+
+// The exception the test futures throw; `id` tells which one arrived where.
+struct Boom : std::runtime_error {
+  explicit Boom(int i) : std::runtime_error("boom " + std::to_string(i)), id(i) {}
+  int id;
+};
+
 // A schedule function that counts calls and pushes the Task onto `queue` (if given; tasks
 // with a tag are dropped, i.e. canceled, instead).
 struct ProbeSchedule {
@@ -89,6 +104,12 @@ struct ProbeTag {
   int id;
   DropCounter drop;
 };
+
+// Destroys what `x` owns now, as Rust's drop(x) (the moved-from shell stays behind, empty).
+template <class T>
+void drop_now(T& x) {
+  T dropped = std::move(x);
+}
 
 // Polls `f` once with a waker that does nothing.
 template <class F>
