@@ -2,3 +2,4 @@
 export module karx;
 export import karx.waker;
 export import karx.task;
+export import karx.executor;

@@ -25,6 +25,22 @@ TEST(Injector, FifoWithSizeAndBatches) {
   EXPECT_FALSE(inj.pop().has_value());
 }
 
+TEST(Injector, CloseHandsBackTheQueueAndRefusesLaterPushes) {
+  std::array<int, 3> v{};
+  karx::detail::Injector<int*> inj;
+  EXPECT_TRUE(inj.push(&v[0]));
+  EXPECT_TRUE(inj.push(&v[1]));
+  auto rest = inj.close();
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0], &v[0]);
+  EXPECT_EQ(rest[1], &v[1]);
+  EXPECT_TRUE(inj.empty());
+  EXPECT_FALSE(inj.push(&v[2]));
+  std::array<int*, 1> batch{&v[2]};
+  EXPECT_FALSE(inj.push_batch(batch.begin(), batch.end()));
+  EXPECT_FALSE(inj.pop().has_value());
+}
+
 TEST(Injector, ProducersAndConsumersTakeEveryItemExactlyOnce) {
   constexpr int kProducers = 2, kConsumers = 2, kPerProducer = 50000;
   std::vector<int> values(kProducers * kPerProducer);

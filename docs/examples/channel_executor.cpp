@@ -124,15 +124,15 @@ int main() {
   std::vector<karx::JoinHandle<long>> squares;
   for (long i = 0; i < 1000; ++i) squares.push_back(executor.spawn(square(i)));
   auto total = executor.spawn(sum_of(std::move(squares)));
-  std::printf("sum of squares 0..999 = %ld\n", *block_on(total));
+  std::printf("sum of squares 0..999 = %ld\n", *::block_on(total));
 
   std::vector<karx::JoinHandle<int>> yielders;
   for (int i = 0; i < 4; ++i) yielders.push_back(executor.spawn(yielder(100)));
   int yields = 0;
-  for (auto& y : yielders) yields += *block_on(y);
+  for (auto& y : yielders) yields += *::block_on(y);
   std::printf("4 tasks yielded %d times in all\n", yields);
 
   auto stuck = executor.spawn(Forever{});
   stuck.cancel();
-  std::printf("a canceled task yields %s\n", block_on(stuck) ? "completed" : "canceled");
+  std::printf("a canceled task yields %s\n", ::block_on(stuck) ? "completed" : "canceled");
 }

@@ -14,6 +14,7 @@ module;
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <utility>
 export module karx.machinery:injector;
 
 export namespace karx::detail {
@@ -21,16 +22,31 @@ export namespace karx::detail {
 template <class T>
 class Injector {
  public:
-  void push(T item) {
+  // False (the item not taken) once the injector is closed.
+  bool push(T item) {
     std::lock_guard lock(mutex_);
+    if (closed_) return false;
     queue_.push_back(item);
     size_.store(queue_.size(), std::memory_order_relaxed);
+    return true;
   }
+  // False (nothing taken) once the injector is closed.
   template <class It>
-  void push_batch(It first, It last) {
+  bool push_batch(It first, It last) {
     std::lock_guard lock(mutex_);
+    if (closed_) return false;
     queue_.insert(queue_.end(), first, last);
     size_.store(queue_.size(), std::memory_order_relaxed);
+    return true;
+  }
+
+  // Refuses every later push and hands back what is queued: a shutdown that must account
+  // for every item sees each one either here or refused to its pusher.
+  std::deque<T> close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    size_.store(0, std::memory_order_relaxed);
+    return std::exchange(queue_, {});
   }
   std::optional<T> pop() {
     if (size_.load(std::memory_order_relaxed) == 0) return std::nullopt;  // a hint; the lock decides
@@ -50,6 +66,7 @@ class Injector {
  private:
   std::mutex mutex_;
   std::deque<T> queue_;
+  bool closed_ = false;
   std::atomic<std::size_t> size_{0};
 };
 

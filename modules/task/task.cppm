@@ -56,6 +56,12 @@ class Task {
 
   explicit operator bool() const noexcept { return h_ != nullptr; }
 
+  // For executors that keep tasks in their own (lock-free, intrusive) structures: gives up
+  // ownership without running or canceling the task. The pointer must come back through
+  // from_raw exactly once (as async-task's Runnable::into_raw / from_raw).
+  void* into_raw() && noexcept { return std::exchange(h_, nullptr); }
+  static Task from_raw(void* raw) noexcept { return Task(static_cast<detail::Header*>(raw)); }
+
  private:
   friend struct detail::TaskAccess;
   explicit Task(detail::Header* h) noexcept : h_(h) {}

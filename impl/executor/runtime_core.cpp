@@ -1,0 +1,425 @@
+// The runtime core: creation and options, scheduling, waking workers, metrics, the live-task
+// list, the blocking pool and shutdown.
+module;
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+module karx.executor;
+import karx.task;
+import karx.machinery;
+import :scheduler;
+
+namespace karx::detail {
+
+thread_local Worker* current_worker = nullptr;
+thread_local bool yield_requested = false;
+
+namespace {
+
+constexpr unsigned kMaxProcessors = 1024;
+
+unsigned processors_from_environment() {
+  const char* text = std::getenv("KARX_PROCS");
+  if (text == nullptr || *text == '\0') return std::max(1u, std::thread::hardware_concurrency());
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long n = std::strtoul(text, &end, 10);
+  if (*end != '\0' || errno != 0 || n == 0 || n > kMaxProcessors || text[0] == '-')
+    throw std::invalid_argument(std::string("karx::Runtime: KARX_PROCS must be a whole number from 1 to ") +
+                                std::to_string(kMaxProcessors) + ", not \"" + text + "\"");
+  return static_cast<unsigned>(n);
+}
+
+std::chrono::milliseconds schedtrace_from_environment() {
+  const char* text = std::getenv("KARX_SCHEDTRACE");
+  if (text == nullptr || *text == '\0') return std::chrono::milliseconds(0);
+  char* end = nullptr;
+  const long n = std::strtol(text, &end, 10);
+  if (*end != '\0' || n <= 0) {
+    std::fprintf(stderr, "karx: ignoring KARX_SCHEDTRACE=\"%s\" (want milliseconds, a whole number > 0)\n", text);
+    return std::chrono::milliseconds(0);
+  }
+  return std::chrono::milliseconds(n);
+}
+
+}  // namespace
+
+void drop_task(RawTask task) noexcept { Task<>::from_raw(task).cancel(); }
+
+RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
+    : options(opts), processors(procs), free_slots(static_cast<int>(procs)) {
+  workers = std::make_unique<std::unique_ptr<Worker>[]>(options.max_threads);
+  live.prev = live.next = &live;
+}
+
+RuntimeCore* core_create(const RuntimeOptions& options) {
+  const unsigned processors = options.processors != 0 ? options.processors : processors_from_environment();
+  if (processors > kMaxProcessors)
+    throw std::invalid_argument("karx::Runtime: processors must be at most " + std::to_string(kMaxProcessors) +
+                                ", not " + std::to_string(processors));
+  // Workers for every processor, plus the monitor.
+  if (options.max_threads < processors + 1)
+    throw std::invalid_argument("karx::Runtime: max_threads (" + std::to_string(options.max_threads) +
+                                ") must be at least processors + 1 (" + std::to_string(processors + 1) +
+                                "): one worker per processor and the monitor");
+  if (options.blocking_threshold.count() <= 0)
+    throw std::invalid_argument("karx::Runtime: blocking_threshold must be positive");
+  if (options.idle_thread_timeout.count() <= 0)
+    throw std::invalid_argument("karx::Runtime: idle_thread_timeout must be positive");
+
+  auto core = std::make_unique<RuntimeCore>(options, processors);
+  core->schedtrace = schedtrace_from_environment();
+  core->threads_alive.fetch_add(1, std::memory_order_relaxed);
+  core->threads_started.fetch_add(1, std::memory_order_relaxed);
+  try {
+    RuntimeCore* raw = core.get();
+    core->monitor = std::thread([raw] { raw->monitor_main(); });
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), "karx::Runtime: cannot start the monitor thread");
+  }
+  return core.release();
+}
+
+void core_add_ref(RuntimeCore* core) noexcept {
+  // relaxed: a new reference comes from an existing one (the shared_ptr argument).
+  core->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void core_release(RuntimeCore* core) noexcept {
+  // acq_rel: the last owner sees every other owner's use before deleting.
+  if (core->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete core;
+}
+
+void core_check_open(RuntimeCore* core) {
+  if (core->shutting_down.load(std::memory_order_acquire))
+    throw std::logic_error("karx::Runtime: spawn on a runtime that is being destroyed");
+}
+
+void core_note_spawn(RuntimeCore* core, bool blocking) noexcept {
+  if (blocking) {
+    core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Worker* w = current_worker;
+  if (w != nullptr && w->core == core)
+    w->bump(w->spawned);
+  else
+    core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
+}
+
+void core_note_completed(RuntimeCore* core) noexcept {
+  Worker* w = current_worker;
+  if (w != nullptr && w->core == core)
+    w->bump(w->completed);
+  else
+    core->outside_completed.fetch_add(1, std::memory_order_relaxed);
+}
+
+// --- Scheduling -----------------------------------------------------------------------------
+
+void core_schedule(RuntimeCore* core, Task<> task) noexcept {
+  Worker* w = current_worker;
+  const bool yielding = std::exchange(yield_requested, false);
+  if (w != nullptr && w->core == core && !yielding && !core->shutting_down.load(std::memory_order_relaxed)) {
+    // A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
+    push_local(w, std::move(task).into_raw());
+  } else {
+    RawTask raw = std::move(task).into_raw();
+    if (!core->injector.push(raw)) {
+      drop_task(raw);  // shut down: the future is destroyed, its handle yields "canceled"
+      return;
+    }
+  }
+  core->wakep();
+}
+
+void push_local(Worker* w, RawTask task) noexcept {
+  RawTask previous = w->runnext.exchange(task, std::memory_order_acq_rel);
+  if (previous == nullptr) return;
+  while (!w->local.push(previous)) {
+    // Full: move the older half (and then retry) to the injector, as Go's runqputslow.
+    RawTask batch[decltype(w->local)::capacity / 2];
+    const std::uint32_t n = w->local.take_half_for_spill(batch);
+    if (n != 0 && !w->core->injector.push_batch(batch, batch + n))
+      for (std::uint32_t i = 0; i < n; ++i) drop_task(batch[i]);
+  }
+}
+
+bool RuntimeCore::work_visible() const noexcept {
+  if (!injector.empty()) return true;
+  const unsigned n = worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    const Worker* w = workers[i].get();
+    if (!w->local.empty() || w->runnext.load(std::memory_order_relaxed) != nullptr) return true;
+  }
+  return false;
+}
+
+// Called after making work available. The fence pairs with the one a worker issues between
+// giving up its slot and re-checking the queues before it parks (Go's wakep / stopm): either
+// the worker sees the new work, or we see its freed slot.
+void RuntimeCore::wakep() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (searching.load(std::memory_order_relaxed) > 0) return;  // a searcher will find it
+  int slots = free_slots.load(std::memory_order_relaxed);
+  do {
+    if (slots <= 0) return;  // every slot is busy: their workers will get to it
+  } while (!free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  searching.fetch_add(1, std::memory_order_acq_rel);
+
+  Worker* w = nullptr;
+  {
+    std::lock_guard lock(idle_mutex);
+    if (shutting_down.load(std::memory_order_relaxed)) {
+      w = nullptr;
+    } else if (!idle.empty()) {
+      w = idle.back();
+      idle.pop_back();
+      idle_threads.fetch_sub(1, std::memory_order_relaxed);
+      w->given_slot.store(true, std::memory_order_relaxed);  // published by unpark's release
+    } else {
+      w = start_worker();
+    }
+  }
+  if (w == nullptr) {
+    // No thread to give the slot to (at the thread cap, or shutting down): return it. The
+    // work stays queued for the workers that hold slots, or for a later wakep.
+    searching.fetch_sub(1, std::memory_order_acq_rel);
+    free_slots.fetch_add(1, std::memory_order_acq_rel);
+    return;
+  }
+  w->parker.unpark();
+  wake_monitor();
+}
+
+// The monitor parks when no slot is taken (store monitor_idle, then check free_slots); a slot
+// taker takes a slot, then checks monitor_idle. seq_cst on both sides: one sees the other.
+void RuntimeCore::wake_monitor() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
+    monitor_parker.unpark();
+}
+
+bool RuntimeCore::try_thread_budget() noexcept {
+  unsigned alive = threads_alive.load(std::memory_order_relaxed);
+  do {
+    if (alive >= options.max_threads) return false;
+  } while (
+      !threads_alive.compare_exchange_weak(alive, alive + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  threads_started.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
+Worker* RuntimeCore::start_worker() noexcept {
+  Worker* w = nullptr;
+  // Reuse the struct of a worker whose thread has exited, else register a new one.
+  const unsigned n = worker_count.load(std::memory_order_relaxed);
+  for (unsigned i = 0; i < n && w == nullptr; ++i)
+    if (workers[i]->exited) w = workers[i].get();
+  if (w == nullptr && n >= options.max_threads) return nullptr;
+  if (!try_thread_budget()) return nullptr;
+  try {
+    if (w == nullptr) {
+      workers[n] = std::make_unique<Worker>();
+      w = workers[n].get();
+      w->core = this;
+      w->index = n;
+      w->rng = 0x9e3779b9u * (n + 1);
+      worker_count.store(n + 1, std::memory_order_release);  // stealers see a constructed worker
+    } else if (w->thread.joinable()) {
+      w->thread.join();  // it returned already: instant
+    }
+    w->exited = false;
+    w->given_slot.store(true, std::memory_order_relaxed);
+    w->thread = std::thread([this, w] { worker_main(w); });
+  } catch (...) {
+    // Thread creation failed (resource limits): keep running on the threads we have.
+    threads_alive.fetch_sub(1, std::memory_order_relaxed);
+    if (w != nullptr) w->exited = true;
+    return nullptr;
+  }
+  return w;
+}
+
+// --- Metrics ---------------------------------------------------------------------------------
+
+RuntimeMetrics RuntimeCore::metrics() const noexcept {
+  RuntimeMetrics m;
+  m.processors = processors;
+  m.threads = threads_alive.load(std::memory_order_relaxed);
+  m.idle_threads = idle_threads.load(std::memory_order_relaxed);
+  m.tasks_spawned = outside_spawned.load(std::memory_order_relaxed);
+  m.tasks_completed = outside_completed.load(std::memory_order_relaxed);
+  const unsigned n = worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    const Worker& w = *workers[i];
+    m.tasks_spawned += w.spawned.load(std::memory_order_relaxed);
+    m.tasks_polled += w.polled.load(std::memory_order_relaxed);
+    m.tasks_completed += w.completed.load(std::memory_order_relaxed);
+    m.steals += w.steals.load(std::memory_order_relaxed);
+  }
+  m.handoffs = handoffs.load(std::memory_order_relaxed);
+  m.injector_depth = injector.size();
+  m.threads_started = threads_started.load(std::memory_order_relaxed);
+  m.blocking_tasks = blocking_spawned.load(std::memory_order_relaxed);
+  return m;
+}
+
+RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->metrics(); }
+
+// --- The live-task list --------------------------------------------------------------------------
+
+void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept {
+  std::lock_guard lock(core->live_mutex);
+  node->task = task.as_raw();
+  node->prev = &core->live;
+  node->next = core->live.next;
+  core->live.next->prev = node;
+  core->live.next = node;
+  node->listed = true;
+}
+
+void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
+  std::lock_guard lock(core->live_mutex);
+  node->prev->next = node->next;
+  node->next->prev = node->prev;
+  node->listed = false;
+}
+
+// --- The blocking pool ---------------------------------------------------------------------------
+
+void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept {
+  RawTask raw = std::move(task).into_raw();
+  bool start = false;
+  {
+    std::lock_guard lock(core->blocking_mutex);
+    if (core->blocking_closed) {
+      drop_task(raw);
+      return;
+    }
+    core->blocking_queue.push_back(raw);
+    if (core->blocking_idle > 0) {
+      core->blocking_cv.notify_one();
+    } else if (core->try_thread_budget()) {
+      ++core->blocking_threads;
+      start = true;
+    }
+    // Otherwise at the thread cap: a busy blocking thread takes it when it is done.
+  }
+  if (start) {
+    try {
+      std::thread([core] { core->blocking_main(); }).detach();
+    } catch (...) {
+      std::lock_guard lock(core->blocking_mutex);
+      --core->blocking_threads;
+      core->threads_alive.fetch_sub(1, std::memory_order_relaxed);
+      core->blocking_exited.notify_all();
+    }
+  }
+}
+
+void RuntimeCore::blocking_main() noexcept {
+  std::unique_lock lock(blocking_mutex);
+  for (;;) {
+    if (blocking_queue.empty()) {
+      if (blocking_closed) break;
+      ++blocking_idle;
+      idle_threads.fetch_add(1, std::memory_order_relaxed);
+      const bool got = blocking_cv.wait_for(lock, options.idle_thread_timeout,
+                                            [&] { return blocking_closed || !blocking_queue.empty(); });
+      --blocking_idle;
+      idle_threads.fetch_sub(1, std::memory_order_relaxed);
+      if (!got) break;  // idle too long: exit
+      continue;
+    }
+    RawTask task = blocking_queue.front();
+    blocking_queue.pop_front();
+    lock.unlock();
+    Task<>::from_raw(task).run();
+    lock.lock();
+  }
+  --blocking_threads;
+  threads_alive.fetch_sub(1, std::memory_order_relaxed);
+  // The last touch of the core: shutdown waits for this under the same lock.
+  blocking_exited.notify_all();
+}
+
+// --- Shutdown --------------------------------------------------------------------------------------
+
+void core_shutdown(RuntimeCore* core) noexcept { core->shutdown(); }
+
+void RuntimeCore::shutdown() noexcept {
+  {
+    std::lock_guard lock(idle_mutex);
+    shutting_down.store(true, std::memory_order_seq_cst);
+    for (Worker* w : idle) w->parker.unpark();
+  }
+  monitor_parker.unpark();
+  {
+    std::lock_guard lock(blocking_mutex);
+    blocking_closed = true;
+    blocking_cv.notify_all();
+  }
+
+  // Wait for polls in progress to return: every worker thread ends after its current poll.
+  const unsigned n = worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    workers[i]->parker.unpark();
+    if (workers[i]->thread.joinable()) workers[i]->thread.join();
+  }
+  if (monitor.joinable()) monitor.join();
+  {
+    std::unique_lock lock(blocking_mutex);
+    blocking_exited.wait(lock, [&] { return blocking_threads == 0; });
+  }
+
+  // Destroy what is queued: the futures go, their handles yield "canceled".
+  for (unsigned i = 0; i < n; ++i) {
+    Worker& w = *workers[i];
+    if (RawTask t = w.runnext.exchange(nullptr, std::memory_order_acq_rel)) drop_task(t);
+    while (auto t = w.local.pop()) drop_task(*t);
+  }
+  for (RawTask t : injector.close()) drop_task(t);
+  std::deque<RawTask> blocked;
+  {
+    std::lock_guard lock(blocking_mutex);
+    blocked.swap(blocking_queue);
+  }
+  for (RawTask t : blocked) drop_task(t);
+
+  // Tasks that wait on a waker held elsewhere: wake each one; its schedule call finds the
+  // injector closed and drops it, which destroys its future. The list lock keeps each task
+  // alive while we take a reference to it (a listed future is not destroyed yet).
+  std::vector<Waker> idle_tasks;
+  {
+    std::lock_guard lock(live_mutex);
+    for (LiveNode* node = live.next; node != &live; node = node->next)
+      idle_tasks.push_back(Waker::from_raw(node->task.vtable->clone(node->task.data)));
+  }
+  for (Waker& w : idle_tasks) std::move(w).wake_and_release();
+}
+
+}  // namespace karx::detail
+
+namespace karx {
+Runtime& global_runtime() {
+  // Never destroyed: at exit, static objects that tasks use may already be gone.
+  static Runtime* runtime = new Runtime();
+  return *runtime;
+}
+}  // namespace karx

@@ -1,0 +1,248 @@
+// A worker: run what is local, then the injector, then steal; park without a slot when there
+// is nothing; give the slot up around a blocking call.
+module;
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <vector>
+module karx.executor;
+import karx.task;
+import karx.machinery;
+import :scheduler;
+
+namespace karx::detail {
+namespace {
+
+// Every 61st tick a worker looks at the injector first, so that a worker busy with its own
+// queue (tasks that keep waking each other) cannot starve the global queue (Go's rule).
+constexpr std::uint64_t kInjectorEvery = 61;
+// Rounds over all other workers a searcher makes before it gives up.
+constexpr int kStealRounds = 3;
+
+std::uint32_t next_random(std::uint32_t& state) noexcept {  // xorshift32
+  state ^= state << 13;
+  state ^= state >> 17;
+  state ^= state << 5;
+  return state;
+}
+
+// Takes a batch from the injector: one to run now, more (a fair share) into the local queue.
+RawTask take_from_injector(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  std::optional<RawTask> first = core.injector.pop();
+  if (!first) return nullptr;
+  const std::size_t share = std::min<std::size_t>(core.injector.size() / core.processors + 1, 64);
+  for (std::size_t i = 0; i < share; ++i) {
+    std::optional<RawTask> more = core.injector.pop();
+    if (!more) break;
+    if (!w->local.push(*more)) {
+      // Cannot happen while we only fill an empty-ish queue, but never lose a task.
+      if (!core.injector.push(*more)) drop_task(*more);
+      break;
+    }
+  }
+  return *first;
+}
+
+RawTask steal(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  if (n <= 1) return nullptr;
+  for (int round = 0; round < kStealRounds; ++round) {
+    const unsigned start = next_random(w->rng) % n;
+    for (unsigned k = 0; k < n; ++k) {
+      Worker* victim = core.workers[(start + k) % n].get();
+      if (victim == w) continue;
+      if (victim->local.steal_into(w->local) != 0) {
+        w->bump(w->steals);
+        return *w->local.pop();
+      }
+      // The victim's runnext too (Go does; a LIFO slot nobody may steal can starve a task),
+      // but only on later rounds, so a task that is about to run on its own worker stays.
+      if (round > 0 && victim->runnext.load(std::memory_order_relaxed) != nullptr) {
+        if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
+          w->bump(w->steals);
+          return t;
+        }
+      }
+    }
+    if (RawTask t = take_from_injector(w)) return t;
+  }
+  return nullptr;
+}
+
+RawTask find_work(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  ++w->tick;
+  if (w->tick % kInjectorEvery == 0)
+    if (std::optional<RawTask> t = core.injector.pop()) return *t;
+  if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
+  if (std::optional<RawTask> t = w->local.pop()) return *t;
+  if (RawTask t = take_from_injector(w)) return t;
+  // Search (steal). At most half the slots search at once; the rest go idle right away.
+  if (!w->searching) {
+    const int busy = static_cast<int>(core.processors) - core.free_slots.load(std::memory_order_relaxed);
+    if (2 * core.searching.load(std::memory_order_relaxed) >= std::max(busy, 1)) return nullptr;
+    w->searching = true;
+    core.searching.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return steal(w);
+}
+
+// Moves everything queued on this worker to the injector (it is about to stop running tasks).
+void spill_all(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  std::vector<RawTask> tasks;
+  if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) tasks.push_back(t);
+  while (std::optional<RawTask> t = w->local.pop()) tasks.push_back(*t);
+  if (tasks.empty()) return;
+  if (!core.injector.push_batch(tasks.begin(), tasks.end()))
+    for (RawTask t : tasks) drop_task(t);
+  core.wakep();
+}
+
+// After a poll whose slot was revoked: take a free slot back (Go's exitsyscall fast path),
+// or hand the queued work over and stop. True if the worker keeps running.
+bool reacquire_slot(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  int slots = core.free_slots.load(std::memory_order_relaxed);
+  while (slots > 0)
+    if (core.free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      core.wake_monitor();
+      return true;
+    }
+  spill_all(w);
+  return false;
+}
+
+enum class Idle { got_slot, exit };
+
+// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
+Idle park_idle(Worker* w, bool holds_slot) noexcept {
+  RuntimeCore& core = *w->core;
+  if (w->searching) {
+    w->searching = false;
+    core.searching.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  {
+    std::lock_guard lock(core.idle_mutex);
+    if (core.shutting_down.load(std::memory_order_relaxed)) return Idle::exit;
+    w->given_slot.store(false, std::memory_order_relaxed);
+    core.idle.push_back(w);
+    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (holds_slot) core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  // Pairs with wakep's fence: either we see work made available before it, or its wakep
+  // sees our freed slot and hands it (maybe back to us).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (core.work_visible()) core.wakep();
+
+  for (;;) {
+    const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
+    if (core.shutting_down.load(std::memory_order_acquire)) {
+      std::lock_guard lock(core.idle_mutex);
+      auto it = std::find(core.idle.begin(), core.idle.end(), w);
+      if (it != core.idle.end()) {
+        core.idle.erase(it);
+        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+      } else if (w->given_slot.load(std::memory_order_relaxed)) {
+        core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
+      }
+      return Idle::exit;
+    }
+    if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;
+    if (!unparked) {
+      // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
+      std::lock_guard lock(core.idle_mutex);
+      auto it = std::find(core.idle.begin(), core.idle.end(), w);
+      if (it != core.idle.end()) {
+        core.idle.erase(it);
+        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+        return Idle::exit;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void run_task(Worker* w, RawTask task) noexcept {
+  const std::uint64_t word = w->poll_word.load(std::memory_order_relaxed);  // seq even, no REVOKED
+  // A poll starts: publish it for the monitor. Relaxed: the monitor only needs to see the
+  // word change eventually; the revoking CAS is what synchronizes.
+  w->poll_word.store(word + kSeqStep, std::memory_order_relaxed);
+  w->bump(w->polled);
+  try {
+    Task<>::from_raw(task).run();
+  } catch (const std::exception& e) {
+    // run() never throws the future's exception; this is a schedule function or a waker
+    // that threw. Nothing can be returned to: report it and keep the worker alive.
+    std::fprintf(stderr, "karx: a task's run threw %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
+  }
+  yield_requested = false;
+}
+
+void RuntimeCore::worker_main(Worker* w) noexcept {
+  current_worker = w;
+  // A new worker starts with the slot (and the searching count) of the wakep that made it.
+  w->searching = true;
+  bool holds_slot = true;
+  for (;;) {
+    while (holds_slot && !shutting_down.load(std::memory_order_acquire)) {
+      RawTask task = find_work(w);
+      if (task == nullptr) break;
+      if (w->searching) {
+        // Found work: stop searching; if we were the last searcher, wake another worker,
+        // since there may be more work than we can take (Go's resetspinning).
+        w->searching = false;
+        if (searching.fetch_sub(1, std::memory_order_acq_rel) == 1) wakep();
+      }
+      run_task(w, task);
+      // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
+      const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
+      if ((old & kRevoked) != 0) {
+        w->poll_word.fetch_and(~kRevoked, std::memory_order_relaxed);  // seq is even: ours alone
+        holds_slot = reacquire_slot(w);
+      }
+    }
+    if (shutting_down.load(std::memory_order_acquire)) break;
+    if (park_idle(w, holds_slot) == Idle::exit) break;
+    holds_slot = true;
+    w->searching = true;  // wakep counted us as searching
+  }
+  if (w->searching) {
+    w->searching = false;
+    searching.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  current_worker = nullptr;
+  std::lock_guard lock(idle_mutex);
+  w->exited = true;
+  threads_alive.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool enter_blocking() noexcept {
+  Worker* w = current_worker;
+  if (w == nullptr) return false;
+  std::uint64_t word = w->poll_word.load(std::memory_order_relaxed);
+  if (!in_poll(word) || (word & kRevoked) != 0) return false;
+  // Give the slot up now, before the call blocks (Go's entersyscallblock): the same CAS the
+  // monitor would do later, without its detection delay.
+  if (!w->poll_word.compare_exchange_strong(word, word | kRevoked, std::memory_order_acq_rel)) return false;
+  RuntimeCore& core = *w->core;
+  core.handoffs.fetch_add(1, std::memory_order_relaxed);
+  core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  // Work may be waiting anywhere (our queues, the injector) with every other slot idle.
+  core.wakep();
+  return true;
+}
+
+void request_yield() noexcept { yield_requested = true; }
+
+}  // namespace karx::detail

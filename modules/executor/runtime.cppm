@@ -1,0 +1,155 @@
+// Runtime: the golang-style executor. Also the free functions that go with it: the global
+// runtime and exec, block_on, blocking, yield_now.
+module;
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+export module karx.executor:runtime;
+import karx.task;
+import :core;
+import :options;
+
+namespace karx::detail {
+
+// spawn_blocking's future: runs the closure when polled (on a blocking-pool thread).
+template <class Fn>
+struct BlockingFuture {
+  Fn fn;
+  using R = std::invoke_result_t<Fn&>;
+  Poll<R> poll(Context&) {
+    if constexpr (std::is_void_v<R>) {
+      fn();
+      return ready();
+    } else {
+      return Poll<R>::ready(fn());
+    }
+  }
+};
+
+// yield_now's future: reschedules its task once, through the global queue.
+struct YieldNow {
+  bool yielded = false;
+  Poll<> poll(Context& cx) {
+    if (yielded) return ready();
+    yielded = true;
+    request_yield();
+    cx.waker().wake();
+    return pending;
+  }
+};
+
+// block_on's signal: the waker sets the flag and wakes the blocked thread.
+struct BlockOnSignal {
+  std::atomic<bool> woken{false};
+};
+
+}  // namespace karx::detail
+
+export namespace karx {
+
+// Runs `future` on the calling thread until it completes, sleeping while it is pending. Works
+// anywhere: on a plain thread with no runtime, and inside a task (a worker blocked here is
+// detected by the monitor, which hands its processor to another thread).
+template <Future F>
+output_of<F> block_on(F future) {
+  auto signal = std::make_shared<detail::BlockOnSignal>();
+  Waker waker = waker_fn([signal] {
+    signal->woken.store(true, std::memory_order_release);
+    signal->woken.notify_one();
+  });
+  Context cx(waker);
+  for (;;) {
+    auto p = future.poll(cx);
+    if (p.is_ready()) {
+      if constexpr (std::is_void_v<output_of<F>>)
+        return;
+      else
+        return std::move(p).value();
+    }
+    signal->woken.wait(false, std::memory_order_acquire);
+    signal->woken.store(false, std::memory_order_relaxed);
+  }
+}
+
+// A future that lets other tasks run: the task goes to the back of the global queue once.
+inline detail::YieldNow yield_now() noexcept { return {}; }
+
+// Runs `fn`, a call known to block (I/O, a lock, sleep), from inside a task: the worker gives
+// its processor to another thread before `fn` runs and tries to take one back afterwards
+// (Go's entersyscallblock / exitsyscall). Anywhere else it just calls `fn`.
+template <class Fn>
+std::invoke_result_t<Fn> blocking(Fn fn) {
+  detail::enter_blocking();
+  return fn();
+}
+
+class Runtime {
+ public:
+  // Throws std::invalid_argument for options out of range (and for a KARX_PROCS that is not
+  // a whole number from 1 to 1024), std::system_error if the monitor thread cannot start.
+  explicit Runtime(RuntimeOptions options = {}) : core_(detail::core_create(options)) {}
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Destroys every future still pending (their handles yield "canceled"), waits for polls in
+  // progress to return, joins every thread it started. Does not wait for tasks to finish.
+  ~Runtime() {
+    detail::core_shutdown(core_);
+    detail::core_release(core_);
+  }
+
+  template <Future F>
+  JoinHandle<output_of<F>> spawn(F future) {
+    detail::core_check_open(core_);
+    detail::core_note_spawn(core_, false);
+    auto [task, handle] = karx::spawn(detail::RuntimeFuture<F>(std::move(future), core_),
+                                      detail::ScheduleOnRuntime{detail::CoreRef(core_)});
+    task.schedule();
+    return std::move(handle);
+  }
+
+  // Spawns `future` here and blocks the calling thread until it completes. Throws
+  // std::runtime_error if the runtime is destroyed first (the task was canceled).
+  template <Future F>
+  output_of<F> block_on(F future) {
+    auto handle = spawn(std::move(future));
+    auto result = karx::block_on(std::move(handle));
+    if constexpr (std::is_void_v<output_of<F>>) {
+      if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
+    } else {
+      if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
+      return std::move(*result);
+    }
+  }
+
+  // Runs `fn` on a thread of the blocking pool, which holds no processor.
+  template <class Fn>
+  JoinHandle<std::invoke_result_t<Fn>> spawn_blocking(Fn fn) {
+    detail::core_check_open(core_);
+    detail::core_note_spawn(core_, true);
+    auto [task, handle] =
+        karx::spawn(detail::BlockingFuture<Fn>{std::move(fn)}, detail::ScheduleOnBlockingPool{detail::CoreRef(core_)});
+    task.schedule();
+    return std::move(handle);
+  }
+
+  RuntimeMetrics metrics() const { return detail::core_metrics(core_); }
+
+ private:
+  detail::RuntimeCore* core_;
+};
+
+// The process-wide runtime, started on first use with default options. It lives until the
+// process exits (it is never destroyed: tasks may still run while static objects go away).
+Runtime& global_runtime();
+
+template <Future F>
+JoinHandle<output_of<F>> exec(F future) {
+  return global_runtime().spawn(std::move(future));
+}
+
+}  // namespace karx

@@ -1,0 +1,91 @@
+// Timers: sleep_for / sleep_until, futures that a process-wide timer driver wakes.
+//
+// The driver (impl/executor/timer_driver.cpp) is one thread with a min-heap of entries under a
+// mutex; it starts on the first registration, so timers work from any context: a plain thread
+// that polls with a waker_fn waker, or any executor. See the comments there for the protocol.
+module;
+#include <chrono>
+#include <cstddef>
+#include <utility>
+export module karx.executor:timer;
+import karx.waker;
+
+namespace karx::detail {
+// One registration with the timer driver: allocated on the first pending poll of a Sleep,
+// owned by it, and freed by it (on completion or destruction). Defined in timer_driver.cpp.
+struct TimerEntry;
+}  // namespace karx::detail
+
+export namespace karx {
+
+// The future of sleep_for / sleep_until: a Future<void> that is ready once
+// steady_clock::now() >= deadline(). Move-only.
+//
+// A pending poll registers (deadline, a clone of cx.waker()) with the timer driver; a later poll
+// with a waker that does not will_wake() the registered one replaces it, so only the newest is
+// woken. The driver wakes the waker once, within about a millisecond after the deadline.
+//
+// Destroying a pending Sleep removes its entry from the driver at once and drops the waker clone
+// it held: once the destructor has returned the driver never starts a wake of that waker. (A wake
+// the driver had already begun, because the deadline had passed, may still be running on the
+// driver thread while the Sleep is destroyed elsewhere: the destructor does not wait for it,
+// which would deadlock a wake that needs a lock the destroying thread holds. Wakes are always
+// allowed to be spurious.)
+//
+// Polling a Sleep during static destruction, after the driver has shut down, throws
+// std::runtime_error when it would have to register (a ready Sleep is still ready). At exit,
+// wakers still registered are dropped, not woken. An exception thrown by a waker's wake() is
+// reported on stderr and ignored by the driver. A child forked without exec gets its own
+// driver thread at its first registration.
+class Sleep {
+ public:
+  inline explicit Sleep(std::chrono::steady_clock::time_point deadline) noexcept : deadline_(deadline) {}
+  inline Sleep(Sleep&& other) noexcept : deadline_(other.deadline_), entry_(std::exchange(other.entry_, nullptr)) {}
+  inline Sleep& operator=(Sleep&& other) noexcept {
+    if (this != &other) {
+      reset();
+      deadline_ = other.deadline_;
+      entry_ = std::exchange(other.entry_, nullptr);
+    }
+    return *this;
+  }
+  Sleep(const Sleep&) = delete;
+  Sleep& operator=(const Sleep&) = delete;
+  inline ~Sleep() { reset(); }
+
+  Poll<void> poll(Context& cx);
+
+  inline std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+
+ private:
+  // Deregisters (if still registered) and frees the entry.
+  inline void reset() noexcept {
+    if (entry_ != nullptr) release(std::exchange(entry_, nullptr));
+  }
+  static void release(detail::TimerEntry* entry) noexcept;
+
+  std::chrono::steady_clock::time_point deadline_;
+  detail::TimerEntry* entry_ = nullptr;  // null until the first pending poll
+};
+
+// A Sleep that is ready once steady_clock::now() >= deadline.
+inline Sleep sleep_until(std::chrono::steady_clock::time_point deadline) noexcept { return Sleep(deadline); }
+
+// sleep_until(now + duration); a zero or negative duration is ready on the first poll (without
+// registering). A duration too long to represent saturates to the end of time.
+inline Sleep sleep_for(std::chrono::nanoseconds duration) noexcept {
+  using clock = std::chrono::steady_clock;
+  const clock::time_point now = clock::now();
+  if (duration <= std::chrono::nanoseconds::zero()) return Sleep(now);
+  const auto d = std::chrono::ceil<clock::duration>(duration);
+  if (d > clock::time_point::max() - now) return Sleep(clock::time_point::max());
+  return Sleep(now + d);
+}
+
+}  // namespace karx
+
+export namespace karx::detail {
+// The number of entries registered with the timer driver and not yet fired nor removed
+// (process-wide). For tests: a destroyed pending Sleep must bring it back down at once.
+std::size_t timer_pending_count() noexcept;
+}  // namespace karx::detail
