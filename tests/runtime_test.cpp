@@ -404,3 +404,22 @@ TEST(Runtime, ATimerTaskStaysOnTimeWhileOthersBlock) {
 }
 
 }  // namespace
+
+namespace {
+
+karx::Async<long> blocks_on_a_sibling(karx::Runtime* rt) {
+  // block_on inside a task: this worker sleeps until the sibling is done; the monitor hands
+  // its processor to another worker, which runs the sibling.
+  co_return karx::block_on(rt->spawn(square(12))).value();
+}
+
+TEST(Runtime, BlockOnInsideATaskWorks) {
+  karx::RuntimeOptions o;
+  o.processors = 1;
+  o.blocking_threshold = std::chrono::milliseconds(5);
+  karx::Runtime rt(o);
+  EXPECT_EQ(rt.block_on(blocks_on_a_sibling(&rt)), 144);
+  EXPECT_GE(rt.metrics().handoffs, 1u);
+}
+
+}  // namespace

@@ -173,6 +173,19 @@ TEST(WakerFn, WakesFromManyThreadsAreAllDelivered) {
   EXPECT_EQ(calls.load(), threads * per_thread);
 }
 
+TEST(WakerFn, AThrowingFunctionStillReleasesAConsumedWaker) {
+  auto state = std::make_shared<int>(0);
+  std::weak_ptr<int> alive = state;
+  {
+    karx::Waker w = karx::waker_fn([state] { throw std::runtime_error("wake failed"); });
+    state.reset();
+    karx::Waker clone = w;
+    EXPECT_THROW(std::move(clone).wake_and_release(), std::runtime_error);
+    EXPECT_FALSE(alive.expired());  // `w` still holds the function
+  }
+  EXPECT_TRUE(alive.expired()) << "the consumed clone's reference leaked";
+}
+
 TEST(NoopWaker, DoesNothingAndClonesFreely) {
   karx::Waker w = karx::noop_waker();
   w.wake();

@@ -21,8 +21,12 @@ struct WakerFnBlock {
 
   static RawWaker clone(const void* p) noexcept;
   static void wake(const void* p) {
+    // Release this waker's share even if the function throws.
+    struct Release {
+      const void* p;
+      ~Release() { drop(p); }
+    } release{p};
     wake_by_ref(p);
-    drop(p);
   }
   static void wake_by_ref(const void* p) { std::as_const(of(p)->fn)(); }
   static void drop(const void* p) noexcept {
