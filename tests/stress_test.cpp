@@ -16,56 +16,14 @@
 #include <vector>
 
 #include "support/probes.hpp"
+#include "support/thread_pool.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 constexpr auto kDeadline = 60s;  // generous: a hang fails the test instead of the suite
 
-// A plain multi-threaded executor: one locked queue, `n` worker threads.
-class Executor {
- public:
-  explicit Executor(int n) {
-    for (int i = 0; i < n; ++i) workers_.emplace_back([this] { work(); });
-  }
-  ~Executor() {
-    {
-      std::lock_guard lock(m_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
-  void push(karx::Task<> t) {
-    {
-      std::lock_guard lock(m_);
-      queue_.push_back(std::move(t));
-    }
-    cv_.notify_one();
-  }
-  auto scheduler() {
-    return [this](karx::Task<> t) { push(std::move(t)); };
-  }
-
- private:
-  void work() {
-    std::unique_lock lock(m_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ and drained
-      karx::Task<> t = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      t.run();
-      lock.lock();
-    }
-  }
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<karx::Task<>> queue_;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
-};
+using Executor = probes::ThreadPool;
 
 // Shared by a racy future and the test.
 struct Race {

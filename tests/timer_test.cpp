@@ -30,6 +30,8 @@
 
 import karx.executor;
 
+#include "support/thread_pool.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -627,53 +629,8 @@ TEST(TimerDriver, AWakerThatThrowsIsReportedAndTheDriverKeepsGoing) {
 
 // --- inside an executor ---------------------------------------------------------------------
 
-// A minimal executor: a queue and one worker thread that runs the tasks in it.
-class MiniExecutor {
- public:
-  MiniExecutor() : worker_([this] { work(); }) {}
-  ~MiniExecutor() {
-    {
-      std::lock_guard lock(m_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    worker_.join();
-  }
-  template <class F>
-  auto spawn(F f) {
-    auto [task, handle] = karx::spawn(std::move(f), [this](karx::Task<> t) {
-      {
-        std::lock_guard lock(m_);
-        queue_.push_back(std::move(t));
-      }
-      cv_.notify_one();
-    });
-    task.schedule();
-    return std::move(handle);
-  }
-
- private:
-  void work() {
-    std::unique_lock lock(m_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      karx::Task<> t = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      t.run();
-      lock.lock();
-    }
-  }
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<karx::Task<>> queue_;
-  bool stop_ = false;
-  std::thread worker_;
-};
-
 TEST(TimerContext, SleepsInsideCoroutinesOnAnExecutor) {
-  MiniExecutor ex;
+  probes::ThreadPool ex(1);  // one worker thread
   auto body = []() -> karx::Async<clock_type::duration> {
     const auto t0 = clock_type::now();
     co_await karx::sleep_for(20ms);
