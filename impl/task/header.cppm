@@ -64,7 +64,15 @@ void cancel_handle(Header*);
 void detach_handle(Header*) noexcept;
 // What a handle does once it yielded (the task is CLOSED): give up HANDLE, free if last.
 void release_handle(Header*) noexcept;
-void free_task(Header*) noexcept;
+// Drops a waker left in the awaiter slot (out of line: rare).
+void drop_stale_awaiter(Header*) noexcept;
+// Frees a task nobody else can reach (the handle's sole-owner path), inline: it is the end of
+// every spawn + run + join.
+inline void free_task(Header* h) noexcept {
+  if (h->awaiter.vtable != nullptr) [[unlikely]]
+    drop_stale_awaiter(h);
+  h->vtable->destroy(h);
+}
 
 // The error paths of Task and JoinHandle, out of line so the hot paths stay small.
 [[noreturn]] void throw_empty_task(const char* operation);

@@ -35,12 +35,8 @@ void wake_raw(RawWaker w) {
   if (w.vtable != nullptr) w.vtable->wake(w.data);
 }
 
-void destroy(Header* h) noexcept {
-  // A waker may still sit in the awaiter slot (registered by a handle that later went away).
-  RawWaker stale = std::exchange(h->awaiter, RawWaker{});
-  if (stale.vtable != nullptr) stale.vtable->drop(stale.data);
-  h->vtable->destroy(h);
-}
+// A waker may still sit in the awaiter slot (registered by a handle that later went away).
+void destroy(Header* h) noexcept { free_task(h); }
 
 // Releases one reference (the Task's or a Waker's).
 void drop_ref(Header* h) {
@@ -339,7 +335,10 @@ void release_handle(Header* h) noexcept {
   if ((old & REFERENCE_MASK) == 0) destroy(h);
 }
 
-void free_task(Header* h) noexcept { destroy(h); }
+void drop_stale_awaiter(Header* h) noexcept {
+  RawWaker stale = std::exchange(h->awaiter, RawWaker{});
+  if (stale.vtable != nullptr) stale.vtable->drop(stale.data);
+}
 
 void detach_handle(Header* h) noexcept {
   // The common case costs one CAS: the handle is dropped right after spawn.
