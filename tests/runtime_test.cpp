@@ -365,7 +365,12 @@ TEST(Runtime, BlockingLetsAlreadyQueuedWorkRun) {
       }(&gate, &entered, &release));
   auto second = rt.spawn(square(7));
   gate.store(true);
+  // `second` completes while `first` is still inside blocking() (release is not set yet).
   EXPECT_EQ(karx::block_on(std::move(second)).value(), 49);
+  EXPECT_EQ(rt.metrics().handoffs, 1u);
+  // The handoff happens before fn runs, so fn may reach its first line only now.
+  const auto deadline = Clock::now() + 30s;
+  while (!entered.load() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
   EXPECT_TRUE(entered.load());
   release.store(true);
   EXPECT_EQ(karx::block_on(std::move(first)).value(), 2);
