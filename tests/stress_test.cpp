@@ -99,7 +99,7 @@ TEST(Stress, WakesFromManyThreadsNeverRunATaskTwiceAtOnce) {
     });
   for (auto& t : wake_threads) t.join();
   for (int i = 0; i < kTasks; ++i) {
-    auto out = probes::block_on(handles[i]);
+    auto out = karx::block_on(std::move(handles[i]));
     ASSERT_TRUE(out.has_value()) << "task " << i;
     EXPECT_EQ(out->value, kPolls);
     EXPECT_EQ(races[i]->polls, kPolls);
@@ -127,7 +127,7 @@ TEST(Stress, CancelByHandleRacesWithRuns) {
     });
     if (round % 3 != 0) std::this_thread::yield();
     handle.cancel();
-    auto out = probes::block_on(handle);
+    auto out = karx::block_on(std::move(handle));
     // "canceled" only after the future is destroyed; a completed output is delivered.
     if (out.has_value()) {
       ++completed;
@@ -154,7 +154,7 @@ TEST(Stress, JoinOnAnotherThreadThanTheRun) {
     handles.push_back(std::move(handle));
   }
   long long sum = 0;
-  for (auto& h : handles) sum += probes::block_on(h).value();
+  for (auto& h : handles) sum += karx::block_on(std::move(h)).value();
   EXPECT_EQ(sum, static_cast<long long>(kTasks) * (kTasks - 1) / 2);
 }
 
@@ -228,7 +228,7 @@ TEST(Stress, TaskCancelRacesWithWakes) {
       queue.pop_front();
       t.run();
     }
-    auto out = probes::block_on(handle);
+    auto out = karx::block_on(std::move(handle));
     EXPECT_FALSE(out.has_value());
     EXPECT_EQ(c.future_drops, round + 1);  // destroyed exactly once, by cancel or by the run
     EXPECT_EQ(c.polls, round + 1);         // and never polled after the first run

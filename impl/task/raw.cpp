@@ -35,9 +35,6 @@ void wake_raw(RawWaker w) {
   if (w.vtable != nullptr) w.vtable->wake(w.data);
 }
 
-// A waker may still sit in the awaiter slot (registered by a handle that later went away).
-void destroy(Header* h) noexcept { free_task(h); }
-
 // Releases one reference (the Task's or a Waker's).
 void drop_ref(Header* h) {
   // acq_rel: release orders our use of the task before the decrement; acquire, if this was
@@ -52,7 +49,7 @@ void drop_ref(Header* h) {
     h->state.store(SCHEDULED | CLOSED | REFERENCE, std::memory_order_release);
     h->vtable->schedule(h);
   } else {
-    destroy(h);
+    free_task(h);
   }
 }
 
@@ -332,7 +329,7 @@ void release_handle(Header* h) noexcept {
   // The task is CLOSED (the handle took the output or saw the cancel), so there is nothing to
   // schedule: clear HANDLE, and free the block if no reference is left (acq_rel as drop_ref).
   std::size_t old = h->state.fetch_and(~HANDLE, std::memory_order_acq_rel);
-  if ((old & REFERENCE_MASK) == 0) destroy(h);
+  if ((old & REFERENCE_MASK) == 0) free_task(h);
 }
 
 void drop_stale_awaiter(Header* h) noexcept {
@@ -361,7 +358,7 @@ void detach_handle(Header* h) noexcept {
     if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
       if (last) {
         if ((state & CLOSED) != 0)
-          destroy(h);
+          free_task(h);
         else
           h->vtable->schedule(h);
       }

@@ -118,12 +118,8 @@ class Runtime {
   output_of<F> block_on(F future) {
     auto handle = spawn(std::move(future));
     auto result = karx::block_on(std::move(handle));
-    if constexpr (std::is_void_v<output_of<F>>) {
-      if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
-    } else {
-      if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
-      return std::move(*result);
-    }
+    if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
+    if constexpr (!std::is_void_v<output_of<F>>) return std::move(*result);
   }
 
   // Runs `fn` on a thread of the blocking pool, which holds no processor.

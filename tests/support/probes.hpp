@@ -138,22 +138,4 @@ inline int drain(std::deque<karx::Task<>>& queue) {
   return n;
 }
 
-// Polls `f` on this thread until it is ready, sleeping between polls until its waker is
-// woken (the waker_fn block_on). The flag is shared so wakers that outlive the call are safe.
-template <class F>
-auto block_on(F& f) {
-  auto woken = std::make_shared<std::atomic<bool>>(false);
-  karx::Waker waker = karx::waker_fn([woken] {
-    woken->store(true, std::memory_order_release);
-    woken->notify_one();
-  });
-  karx::Context cx(waker);
-  for (;;) {
-    auto p = f.poll(cx);
-    if (p.is_ready()) return std::move(p).value();
-    woken->wait(false, std::memory_order_acquire);
-    woken->store(false, std::memory_order_relaxed);
-  }
-}
-
 }  // namespace probes
