@@ -9,11 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <coroutine>
 #include <cstdlib>
 #include <deque>
 #include <new>
+#include <thread>
 
 #include "support/probes.hpp"
 
@@ -21,6 +23,8 @@ namespace {
 thread_local bool counting = false;
 int allocations = 0;
 std::size_t last_size = 0;
+void* last_block = nullptr;                 // what the last counted malloc returned (interposed builds)
+std::atomic<void*> watched_block{nullptr};  // set to null by free() when that block is freed
 
 void note(std::size_t size) {
   if (counting) {
@@ -67,9 +71,15 @@ void* __libc_memalign(std::size_t, std::size_t);
 
 void* malloc(std::size_t size) {
   note(size);
-  return __libc_malloc(size);
+  void* p = __libc_malloc(size);
+  if (counting) last_block = p;
+  return p;
 }
-void free(void* p) { __libc_free(p); }
+void free(void* p) {
+  void* expected = p;
+  if (p != nullptr) watched_block.compare_exchange_strong(expected, nullptr);
+  __libc_free(p);
+}
 void* calloc(std::size_t n, std::size_t size) {
   note(n * size);
   return __libc_calloc(n, size);
@@ -123,6 +133,9 @@ struct Counting {
 #if KARX_TEST_SANITIZED
     EXPECT_NE(hooks_installed, 0) << "the sanitizer did not take the allocation hook";
 #endif
+    // The task cache (the default allocator) would serve the next spawn from the warm-up's
+    // block: empty it, so that every block counted here comes from malloc.
+    karx::detail::trim_task_cache();
     allocations = 0;
     counting = true;
   }
@@ -190,5 +203,32 @@ TEST(Allocation, RunWakeCloneAndJoinDoNotAllocate) {
   EXPECT_EQ(r.value()->value, 5);
   EXPECT_EQ(allocations, 0);
 }
+
+#if KARX_CACHED_TASK_ALLOCATOR && !KARX_TEST_SANITIZED
+TEST(Allocation, TheTaskCacheReusesAFreedBlockAndFreesWhatItHoldsAtThreadExit) {
+  void* first = nullptr;
+  int mallocs = -1;
+  std::thread([&] {  // a new thread: its cache starts empty
+    Counting scope;
+    {
+      auto spawned = karx::spawn(SixtyFourBytes{}, [](karx::Task<>) {});
+    }  // the Task cancels, the handle drops
+    first = last_block;
+    {
+      auto spawned = karx::spawn(SixtyFourBytes{}, [](karx::Task<>) {});
+    }
+    mallocs = allocations;
+    watched_block.store(first);
+  })
+      .join();
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(mallocs, 1) << "the second spawn should reuse the first one's block";
+  EXPECT_EQ(watched_block.load(), nullptr) << "the thread's exit should free the block its cache held";
+}
+#else
+TEST(Allocation, TheTaskCacheReusesAFreedBlockAndFreesWhatItHoldsAtThreadExit) {
+  GTEST_SKIP() << "this build's task allocator is not `cached` (or a sanitizer owns malloc)";
+}
+#endif
 
 }  // namespace

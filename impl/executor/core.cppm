@@ -13,32 +13,47 @@ namespace karx::detail {
 
 class RuntimeCore;
 
-// Lifetime: the Runtime object and every task's schedule function hold a reference, so a
-// waker that outlives the Runtime can still be woken safely (its task is then dropped).
+// Lifetime: the core lives while the Runtime object does and while any of its tasks exists,
+// so a waker that outlives the Runtime can still be woken safely (its task is then dropped).
+// Tasks are counted without a shared reference count: a worker thread counts the tasks it
+// creates and frees in its own counter (plain stores), other threads in one atomic counter;
+// the Runtime's destructor adds the workers' counts up once their threads are joined
+// (core_orphan), and from then on the last task freed deletes the core.
 RuntimeCore* core_create(const RuntimeOptions& options);  // throws std::invalid_argument
-void core_add_ref(RuntimeCore* core) noexcept;
-void core_release(RuntimeCore* core) noexcept;
 void core_shutdown(RuntimeCore* core) noexcept;
+void core_orphan(RuntimeCore* core) noexcept;  // after core_shutdown: the Runtime is gone
+void core_task_created(RuntimeCore* core) noexcept;
+void core_task_freed(RuntimeCore* core) noexcept;
 RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept;
 
 // The schedule functions: a task woken (or spawned) goes to a worker, or to the blocking pool.
 void core_schedule(RuntimeCore* core, Task<> task) noexcept;
 void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept;
-// Throws std::logic_error once the runtime is shutting down.
-void core_check_open(RuntimeCore* core);
-void core_note_spawn(RuntimeCore* core, bool blocking) noexcept;
+// A new task's first schedule, by Runtime::spawn: as core_schedule, without keeping the core
+// alive around the call (the caller's Runtime does).
+void core_submit(RuntimeCore* core, Task<> task) noexcept;
+// Runtime::spawn's first step: throws std::logic_error once the runtime is shutting down,
+// else counts the spawn (metrics) and the new task (the core's lifetime: the TaskTicket the
+// caller makes next is already counted).
+void core_begin_spawn(RuntimeCore* core, bool blocking);
 void core_note_completed(RuntimeCore* core) noexcept;
 
-// Every live task of a runtime is on its list from its first poll until its future is
+// Every task of a runtime that has once returned Pending is on its list until its future is
 // destroyed, so that the runtime's destructor can reach idle tasks (waiting on a waker held
-// elsewhere) and destroy their futures. `task` is the task's own waker, borrowed: the list
+// elsewhere) and destroy their futures. A task that never returned Pending is always in a
+// queue or being polled, where shutdown finds it anyway: most tasks finish in their first
+// poll and never touch the list's lock. `task` is the task's own waker, borrowed: the list
 // never owns a reference (a task listed is alive, since unlisting happens in its future's
-// destructor, under the list's lock).
+// destructor, under the list's lock). Three words: every pending task carries one.
 struct LiveNode {
   LiveNode* prev = nullptr;
   LiveNode* next = nullptr;
-  RawWaker task{};
-  bool listed = false;
+  // The task's header (its own waker's data); null while not listed. Only the task itself
+  // writes it (its polls and its future's destruction are ordered by the task's state), so it
+  // can test it without the lock; prev and next change under the lock as neighbours come
+  // and go.
+  const void* task = nullptr;
+  inline bool listed() const noexcept { return task != nullptr; }  // inline: not implicit in a module
 };
 void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept;
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
@@ -49,31 +64,52 @@ bool enter_blocking() noexcept;
 // yield_now: the next schedule of the current task from this thread goes to the global queue.
 void request_yield() noexcept;
 
-// A reference to the core, as the schedule functions hold it (one pointer).
-class CoreRef {
+// Runtime::block_on's calling thread runs tasks too, as a *guest* worker holding a slot (as
+// oneTBB's master thread takes an arena slot in task_arena::execute, and Go's main goroutine
+// runs on a P): the root task and what it spawns run on the caller without waking another
+// thread. guest_enter returns nullptr when the thread cannot join (it is a worker already,
+// no slot is free, the runtime is shutting down): block_on then waits as karx::block_on does.
+struct Worker;
+Worker* guest_enter(RuntimeCore* core) noexcept;
+// Runs tasks until `done` is set (by a waker that also calls guest_wake).
+void guest_run(Worker* guest, const std::atomic<bool>& done) noexcept;
+void guest_wake(Worker* guest) noexcept;
+// Gives the slot back (queued tasks go to the injector) and stops being a worker.
+void guest_leave(Worker* guest) noexcept;
+
+// A task's share in the core's lifetime (one pointer): counted from the task's creation to
+// the destruction of its schedule function, when the task's block is freed.
+class TaskTicket {
  public:
-  explicit CoreRef(RuntimeCore* core) noexcept : core_(core) { core_add_ref(core_); }
-  CoreRef(const CoreRef& o) noexcept : core_(o.core_) { core_add_ref(core_); }
-  CoreRef(CoreRef&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
-  CoreRef& operator=(const CoreRef&) = delete;
-  CoreRef& operator=(CoreRef&&) = delete;
-  ~CoreRef() {
-    if (core_ != nullptr) core_release(core_);
+  struct Counted {};  // core_begin_spawn counted the task already
+  inline TaskTicket(RuntimeCore* core, Counted) noexcept : core_(core) {}
+  inline TaskTicket(TaskTicket&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  TaskTicket(const TaskTicket&) = delete;
+  TaskTicket& operator=(const TaskTicket&) = delete;
+  TaskTicket& operator=(TaskTicket&&) = delete;
+  inline ~TaskTicket() {
+    if (core_ != nullptr) core_task_freed(core_);
   }
-  RuntimeCore* get() const noexcept { return core_; }
+  inline RuntimeCore* get() const noexcept { return core_; }
 
  private:
   RuntimeCore* core_;
 };
 
+// The schedule functions. Neither touches its own state once it has handed the Task over
+// (the core pointer is read first), and core_schedule keeps the core alive itself where it
+// must, so the task layer can skip the reference it otherwise holds around a stateful
+// schedule call (two RMWs per wake).
 struct ScheduleOnRuntime {
-  CoreRef core;
-  void operator()(Task<> task) const noexcept { core_schedule(core.get(), std::move(task)); }
+  using karx_no_keep_alive = void;
+  TaskTicket core;
+  inline void operator()(Task<> task) const noexcept { core_schedule(core.get(), std::move(task)); }
 };
 
 struct ScheduleOnBlockingPool {
-  CoreRef core;
-  void operator()(Task<> task) const noexcept { core_schedule_blocking(core.get(), std::move(task)); }
+  using karx_no_keep_alive = void;
+  TaskTicket core;
+  inline void operator()(Task<> task) const noexcept { core_schedule_blocking(core.get(), std::move(task)); }
 };
 
 // The future of a runtime task: the user's future, listed for shutdown, counted on completion.
@@ -84,15 +120,17 @@ class RuntimeFuture {
   RuntimeFuture(RuntimeFuture&& o) : inner_(std::move(o.inner_)), core_(o.core_) {}  // before the first poll only
   RuntimeFuture& operator=(RuntimeFuture&&) = delete;
   ~RuntimeFuture() {
-    if (node_.listed) core_unlist(core_, &node_);
+    if (node_.listed()) core_unlist(core_, &node_);
   }
 
   auto poll(Context& cx) {
-    if (!node_.listed) [[unlikely]]
-      core_list(core_, &node_, cx.waker());
     try {
       auto p = inner_.poll(cx);
-      if (p.is_ready()) core_note_completed(core_);
+      if (p.is_ready())
+        core_note_completed(core_);
+      else if (!node_.listed())
+        // Listed before the poll returns: until then no other thread can run or drop the task.
+        core_list(core_, &node_, cx.waker());
       return p;
     } catch (...) {
       core_note_completed(core_);

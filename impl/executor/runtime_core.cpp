@@ -94,31 +94,55 @@ RuntimeCore* core_create(const RuntimeOptions& options) {
   return core.release();
 }
 
-void core_add_ref(RuntimeCore* core) noexcept {
-  // relaxed: a new reference comes from an existing one (the shared_ptr argument).
-  core->refs.fetch_add(1, std::memory_order_relaxed);
-}
-
-void core_release(RuntimeCore* core) noexcept {
-  // acq_rel: the last owner sees every other owner's use before deleting.
-  if (core->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete core;
-}
-
-void core_check_open(RuntimeCore* core) {
-  if (core->shutting_down.load(std::memory_order_acquire))
-    throw std::logic_error("karx::Runtime: spawn on a runtime that is being destroyed");
-}
-
-void core_note_spawn(RuntimeCore* core, bool blocking) noexcept {
-  if (blocking) {
-    core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
+void core_task_created(RuntimeCore* core) noexcept {
+  Worker* w = current_worker;
+  if (w != nullptr && w->core == core) {
+    w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return;
   }
+  // relaxed: the new task comes from a live Runtime (or a live task): the count is not zero.
+  core->foreign_balance.fetch_add(1, std::memory_order_relaxed);
+}
+
+void core_task_freed(RuntimeCore* core) noexcept {
   Worker* w = current_worker;
-  if (w != nullptr && w->core == core)
-    w->bump(w->spawned);
+  if (w != nullptr && w->core == core) {
+    // A worker thread: the Runtime's destructor joins it before it reads task_balance.
+    w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    return;
+  }
+  // acq_rel: whoever brings the count to zero sees every other use of the core first.
+  if (core->foreign_balance.fetch_sub(1, std::memory_order_acq_rel) == 1) delete core;
+}
+
+void core_orphan(RuntimeCore* core) noexcept {
+  // Every worker thread is joined (core_shutdown), so their balances are final and visible.
+  std::int64_t on_workers = 0;
+  const unsigned n = core->worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) on_workers += core->workers[i]->task_balance.load(std::memory_order_relaxed);
+  // Replace the Runtime's kAlive with the workers' share: what is left counts the tasks still
+  // alive (held by wakers elsewhere); the last of them deletes the core.
+  const std::int64_t delta = on_workers - RuntimeCore::kAlive;
+  if (core->foreign_balance.fetch_add(delta, std::memory_order_acq_rel) + delta == 0) delete core;
+}
+
+void core_begin_spawn(RuntimeCore* core, bool blocking) {
+  if (core->shutting_down.load(std::memory_order_acquire)) [[unlikely]]
+    throw std::logic_error("karx::Runtime: spawn on a runtime that is being destroyed");
+  Worker* w = current_worker;
+  if (w != nullptr && w->core == core) {
+    if (blocking)
+      core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
+    else
+      w->bump(w->spawned);
+    w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return;
+  }
+  if (blocking)
+    core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
   else
     core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
+  core->foreign_balance.fetch_add(1, std::memory_order_relaxed);  // as in core_task_created
 }
 
 void core_note_completed(RuntimeCore* core) noexcept {
@@ -134,23 +158,53 @@ void core_note_completed(RuntimeCore* core) noexcept {
 void core_schedule(RuntimeCore* core, Task<> task) noexcept {
   Worker* w = current_worker;
   const bool yielding = std::exchange(yield_requested, false);
-  if (w != nullptr && w->core == core && !yielding && !core->shutting_down.load(std::memory_order_relaxed)) {
-    // A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
-    push_local(w, std::move(task).into_raw());
-  } else {
-    RawTask raw = std::move(task).into_raw();
-    if (!core->injector.push(raw)) {
-      drop_task(raw);  // shut down: the future is destroyed, its handle yields "canceled"
+  if (w != nullptr && w->core == core && !core->shutting_down.load(std::memory_order_relaxed)) {
+    if (yielding) {
+      // yield_now: to the back of this worker's queue, behind what waits there (the injector
+      // gets its turn every 61st tick). No wake-up: this worker is running and comes back to
+      // it; others may steal it.
+      push_back_local(w, std::move(task).into_raw());
       return;
     }
+    // A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
+    push_local(w, std::move(task).into_raw());
+    core->wakep_after_seq_cst();
+    return;
   }
-  core->wakep();
+  // Not on one of our workers: the task may run, finish and be freed on a worker before this
+  // call returns, and with the Runtime gone that could free the core. Count this call as a
+  // task meanwhile (the task layer holds no reference for us: karx_no_keep_alive).
+  core_task_created(core);
+  core_submit_outside(core, std::move(task));
+  core_task_freed(core);
+}
+
+void core_submit(RuntimeCore* core, Task<> task) noexcept {
+  Worker* w = current_worker;
+  if (w != nullptr && w->core == core && !core->shutting_down.load(std::memory_order_relaxed)) {
+    push_local(w, std::move(task).into_raw());
+    core->wakep_after_seq_cst();
+    return;
+  }
+  core_submit_outside(core, std::move(task));
+}
+
+void core_submit_outside(RuntimeCore* core, Task<> task) noexcept {
+  RawTask raw = std::move(task).into_raw();
+  if (core->injector.push(raw))
+    core->wakep();
+  else
+    drop_task(raw);  // shut down: the future is destroyed, its handle yields "canceled"
 }
 
 void push_local(Worker* w, RawTask task) noexcept {
-  RawTask previous = w->runnext.exchange(task, std::memory_order_acq_rel);
-  if (previous == nullptr) return;
-  while (!w->local.push(previous)) {
+  // seq_cst: this exchange publishes the task for wakep_after_seq_cst (see there).
+  RawTask previous = w->runnext.exchange(task, std::memory_order_seq_cst);
+  if (previous != nullptr) push_back_local(w, previous);
+}
+
+void push_back_local(Worker* w, RawTask task) noexcept {
+  while (!w->local.push(task)) {
     // Full: move the older half (and then retry) to the injector, as Go's runqputslow.
     RawTask batch[decltype(w->local)::capacity / 2];
     const std::uint32_t n = w->local.take_half_for_spill(batch);
@@ -174,8 +228,17 @@ bool RuntimeCore::work_visible() const noexcept {
 // the worker sees the new work, or we see its freed slot.
 void RuntimeCore::wakep() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (searching.load(std::memory_order_relaxed) > 0) return;  // a searcher will find it
-  int slots = free_slots.load(std::memory_order_relaxed);
+  wakep_after_seq_cst();
+}
+
+// The work was published by a seq_cst RMW (or wakep's fence). The loads are seq_cst too, so a
+// parking worker's "free its slot (or stop searching); seq_cst fence; look at the queues"
+// cannot miss it: if our load misses its RMW, our publication precedes its fence in the
+// single total order, and its look after the fence sees the work. On x86 this path is plain
+// loads, where a fence (mfence) would cost more than the rest of a spawn.
+void RuntimeCore::wakep_after_seq_cst() noexcept {
+  if (searching.load(std::memory_order_seq_cst) > 0) return;  // a searcher will find it
+  int slots = free_slots.load(std::memory_order_seq_cst);
   do {
     if (slots <= 0) return;  // every slot is busy: their workers will get to it
   } while (!free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
@@ -226,33 +289,47 @@ bool RuntimeCore::try_thread_budget() noexcept {
 
 // Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
 Worker* RuntimeCore::start_worker() noexcept {
-  Worker* w = nullptr;
-  // Reuse the struct of a worker whose thread has exited, else register a new one.
-  const unsigned n = worker_count.load(std::memory_order_relaxed);
-  for (unsigned i = 0; i < n && w == nullptr; ++i)
-    if (workers[i]->exited) w = workers[i].get();
-  if (w == nullptr && n >= options.max_threads) return nullptr;
-  if (!try_thread_budget()) return nullptr;
+  Worker* w = register_worker();
+  if (w == nullptr) return nullptr;
+  if (!try_thread_budget()) {
+    w->exited = true;
+    return nullptr;
+  }
   try {
-    if (w == nullptr) {
-      workers[n] = std::make_unique<Worker>();
-      w = workers[n].get();
-      w->core = this;
-      w->index = n;
-      w->rng = 0x9e3779b9u * (n + 1);
-      worker_count.store(n + 1, std::memory_order_release);  // stealers see a constructed worker
-    } else if (w->thread.joinable()) {
-      w->thread.join();  // it returned already: instant
-    }
-    w->exited = false;
     w->given_slot.store(true, std::memory_order_relaxed);
     w->thread = std::thread([this, w] { worker_main(w); });
   } catch (...) {
     // Thread creation failed (resource limits): keep running on the threads we have.
     threads_alive.fetch_sub(1, std::memory_order_relaxed);
-    if (w != nullptr) w->exited = true;
+    w->exited = true;
     return nullptr;
   }
+  return w;
+}
+
+// Under idle_mutex. Reuses the struct of a worker whose thread has exited (or whose guest
+// left), else registers a new one; nullptr when the registry (max_threads entries) is full.
+Worker* RuntimeCore::register_worker() noexcept {
+  const unsigned n = worker_count.load(std::memory_order_relaxed);
+  for (unsigned i = 0; i < n; ++i) {
+    Worker* w = workers[i].get();
+    if (!w->exited) continue;
+    if (w->thread.joinable()) w->thread.join();  // it returned already: instant
+    w->exited = false;
+    w->guest = false;
+    return w;
+  }
+  if (n >= options.max_threads) return nullptr;
+  try {
+    workers[n] = std::make_unique<Worker>();
+  } catch (...) {
+    return nullptr;
+  }
+  Worker* w = workers[n].get();
+  w->core = this;
+  w->index = n;
+  w->rng = 0x9e3779b9u * (n + 1);
+  worker_count.store(n + 1, std::memory_order_release);  // stealers see a constructed worker
   return w;
 }
 
@@ -286,25 +363,35 @@ RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->met
 
 void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept {
   std::lock_guard lock(core->live_mutex);
-  node->task = task.as_raw();
+  node->task = task.as_raw().data;  // a task polls with its own waker: data is its header
   node->prev = &core->live;
   node->next = core->live.next;
   core->live.next->prev = node;
   core->live.next = node;
-  node->listed = true;
 }
 
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
   std::lock_guard lock(core->live_mutex);
   node->prev->next = node->next;
   node->next->prev = node->prev;
-  node->listed = false;
+  node->task = nullptr;
 }
 
 // --- The blocking pool ---------------------------------------------------------------------------
 
+namespace {
+void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept;
+}
+
 void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept {
-  RawTask raw = std::move(task).into_raw();
+  // As in core_schedule: the task may be freed before we are done with the core.
+  core_task_created(core);
+  schedule_on_blocking_pool(core, std::move(task).into_raw());
+  core_task_freed(core);
+}
+
+namespace {
+void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
   bool start = false;
   {
     std::lock_guard lock(core->blocking_mutex);
@@ -332,6 +419,7 @@ void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept {
     }
   }
 }
+}  // namespace
 
 void RuntimeCore::blocking_main() noexcept {
   std::unique_lock lock(blocking_mutex);
@@ -408,8 +496,13 @@ void RuntimeCore::shutdown() noexcept {
   std::vector<Waker> idle_tasks;
   {
     std::lock_guard lock(live_mutex);
-    for (LiveNode* node = live.next; node != &live; node = node->next)
-      idle_tasks.push_back(Waker::from_raw(node->task.vtable->clone(node->task.data)));
+    for (LiveNode* node = live.next; node != &live; node = node->next) {
+      // Borrow the header as a Task just to make a waker (one reference), then let go of
+      // the borrow without dropping a reference it never took.
+      Task<> borrowed = Task<>::from_raw(const_cast<void*>(node->task));
+      idle_tasks.push_back(borrowed.waker());
+      (void)std::move(borrowed).into_raw();
+    }
   }
   for (Waker& w : idle_tasks) std::move(w).wake_and_release();
 }

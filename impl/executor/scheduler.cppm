@@ -56,8 +56,13 @@ struct Worker {
   std::atomic<std::uint64_t> poll_word{0};
   // Set (under the idle lock) by whoever hands this idle worker a slot, before unparking it.
   std::atomic<bool> given_slot{false};
-  // The thread returned (spare timeout or shutdown); the struct may get a new thread.
+  // The thread returned (spare timeout or shutdown) or the guest left; the struct may get a
+  // new thread or guest.
   bool exited = false;  // guarded by the idle lock
+
+  // A guest (Runtime::block_on's caller) rather than a thread the runtime started.
+  bool guest = false;
+  bool guest_holds_slot = false;  // owner-only
 
   // Owner-only state.
   bool searching = false;
@@ -69,12 +74,14 @@ struct Worker {
   std::atomic<std::uint64_t> completed{0};
   std::atomic<std::uint64_t> spawned{0};
   std::atomic<std::uint64_t> steals{0};
+  // Tasks of this core created minus freed on this worker's thread (see core_orphan).
+  std::atomic<std::int64_t> task_balance{0};
 
   // The monitor's view (monitor thread only).
   std::uint64_t seen_word = 0;
   std::chrono::steady_clock::time_point seen_at{};
 
-  void bump(std::atomic<std::uint64_t>& counter) noexcept {
+  inline void bump(std::atomic<std::uint64_t>& counter) noexcept {  // inline: not implicit in a module
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 };
@@ -87,7 +94,10 @@ class RuntimeCore {
   unsigned processors;
   std::chrono::milliseconds schedtrace{0};  // KARX_SCHEDTRACE
 
-  std::atomic<std::size_t> refs{1};
+  // Tasks created minus freed on threads that are not this core's workers, plus kAlive
+  // while the Runtime object exists (see core_orphan).
+  static constexpr std::int64_t kAlive = std::int64_t{1} << 62;
+  std::atomic<std::int64_t> foreign_balance{kAlive};
   std::atomic<bool> shutting_down{false};
 
   Injector<RawTask> injector;
@@ -96,7 +106,11 @@ class RuntimeCore {
   std::unique_ptr<std::unique_ptr<Worker>[]> workers;
   std::atomic<unsigned> worker_count{0};
 
-  std::atomic<int> free_slots;    // slots no worker holds
+  std::atomic<int> free_slots;  // slots no worker holds
+  // Workers whose slot was revoked while their poll still runs. Their queued tasks have no
+  // processor (a Go P would travel with them): while this is non-zero, searchers take from
+  // those queues before the injector. A hint (relaxed); the queues' protocol moves the tasks.
+  std::atomic<int> revoked_workers{0};
   std::atomic<int> searching{0};  // workers searching for work (they hold a slot)
 
   std::mutex idle_mutex;
@@ -128,10 +142,15 @@ class RuntimeCore {
   std::condition_variable blocking_exited;
 
   // --- Functions (impl/executor/*.cpp) ---
-  void wakep() noexcept;         // hand a free slot to an idle or new worker if work may be waiting
+  // Hands a free slot to an idle or new worker if work may be waiting. wakep() is for work
+  // published without a seq_cst operation (the injector); wakep_after_seq_cst() for work
+  // published with a seq_cst RMW (runnext), which already orders it before our loads.
+  void wakep() noexcept;
+  void wakep_after_seq_cst() noexcept;
   void wake_monitor() noexcept;  // after a slot was taken: the monitor must watch it
   bool work_visible() const noexcept;
-  Worker* start_worker() noexcept;  // under idle_mutex; nullptr at the thread cap or on failure
+  Worker* start_worker() noexcept;     // under idle_mutex; nullptr at the thread cap or on failure
+  Worker* register_worker() noexcept;  // under idle_mutex: an exited struct or a new one
   void worker_main(Worker* w) noexcept;
   void monitor_main() noexcept;
   void blocking_main() noexcept;
@@ -146,7 +165,9 @@ extern thread_local Worker* current_worker;
 extern thread_local bool yield_requested;
 
 void run_task(Worker* w, RawTask task) noexcept;
-void push_local(Worker* w, RawTask task) noexcept;
+void push_local(Worker* w, RawTask task) noexcept;       // into runnext (the previous one queues)
+void push_back_local(Worker* w, RawTask task) noexcept;  // to the back of the local queue
+void core_submit_outside(RuntimeCore* core, Task<> task) noexcept;
 void drop_task(RawTask task) noexcept;
 
 }  // namespace karx::detail

@@ -31,22 +31,25 @@ std::uint32_t next_random(std::uint32_t& state) noexcept {  // xorshift32
   return state;
 }
 
-// Takes a batch from the injector: one to run now, more (a fair share) into the local queue.
+// Takes a batch from the injector under one lock: one task to run now, a fair share of the
+// rest into the local queue (called when the local queue is empty or nearly so).
 RawTask take_from_injector(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  std::optional<RawTask> first = core.injector.pop();
-  if (!first) return nullptr;
-  const std::size_t share = std::min<std::size_t>(core.injector.size() / core.processors + 1, 64);
-  for (std::size_t i = 0; i < share; ++i) {
-    std::optional<RawTask> more = core.injector.pop();
-    if (!more) break;
-    if (!w->local.push(*more)) {
-      // Cannot happen while we only fill an empty-ish queue, but never lose a task.
-      if (!core.injector.push(*more)) drop_task(*more);
+  constexpr std::size_t kMaxBatch = 64;
+  const std::size_t share = std::min<std::size_t>(core.injector.size() / core.processors + 1, kMaxBatch);
+  const std::size_t room = std::min<std::size_t>(share, w->local.capacity - w->local.size());
+  RawTask batch[kMaxBatch + 1];
+  const std::size_t n = core.injector.pop_batch(batch, room + 1);
+  if (n == 0) return nullptr;
+  for (std::size_t i = 1; i < n; ++i) {
+    if (!w->local.push(batch[i])) {
+      // Cannot happen (we counted the room, and only we push here), but never lose a task.
+      if (!core.injector.push_batch(batch + i, batch + n))
+        for (std::size_t k = i; k < n; ++k) drop_task(batch[k]);
       break;
     }
   }
-  return *first;
+  return batch[0];
 }
 
 RawTask steal(Worker* w) noexcept {
@@ -76,6 +79,25 @@ RawTask steal(Worker* w) noexcept {
   return nullptr;
 }
 
+// Tasks queued on workers whose slot was revoked (blocked in a poll) waited before anything
+// in the injector: take them first, or they wait behind the whole injector.
+RawTask steal_from_blocked(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    Worker* victim = core.workers[i].get();
+    if (victim == w) continue;
+    const std::uint64_t word = victim->poll_word.load(std::memory_order_relaxed);
+    if ((word & kRevoked) == 0 || !in_poll(word)) continue;
+    if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
+    if (victim->local.steal_into(w->local) != 0) {
+      w->bump(w->steals);
+      return *w->local.pop();
+    }
+  }
+  return nullptr;
+}
+
 RawTask find_work(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
   ++w->tick;
@@ -83,6 +105,8 @@ RawTask find_work(Worker* w) noexcept {
     if (std::optional<RawTask> t = core.injector.pop()) return *t;
   if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
   if (std::optional<RawTask> t = w->local.pop()) return *t;
+  if (core.revoked_workers.load(std::memory_order_relaxed) > 0)
+    if (RawTask t = steal_from_blocked(w)) return t;
   if (RawTask t = take_from_injector(w)) return t;
   // Search (steal). At most half the slots search at once; the rest go idle right away.
   if (!w->searching) {
@@ -117,6 +141,29 @@ bool reacquire_slot(Worker* w) noexcept {
       return true;
     }
   spill_all(w);
+  return false;
+}
+
+// Out of work: as Go's spinning Ms do, look a little longer before parking. Parking costs the
+// next producer a futex call and this thread a context switch (tens of µs here); work that
+// arrives within microseconds (a producer outside the pool, a task about to wake another) is
+// found here instead. Only a searching worker spins: wakep leaves new work to searchers, so
+// the spinner is the one that would be woken for it anyway.
+constexpr std::chrono::microseconds kSpinFor{20};
+
+bool spin_for_work(Worker* w) noexcept {
+  if (!w->searching) return false;
+  RuntimeCore& core = *w->core;
+  const auto until = std::chrono::steady_clock::now() + kSpinFor;
+  do {
+    for (int i = 0; i < 16; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (core.shutting_down.load(std::memory_order_relaxed)) return false;
+    if (core.work_visible()) return true;
+  } while (std::chrono::steady_clock::now() < until);
   return false;
 }
 
@@ -189,6 +236,29 @@ void run_task(Worker* w, RawTask task) noexcept {
   yield_requested = false;
 }
 
+namespace {
+
+// Runs a task found by find_work on a worker holding a slot. False if the slot was revoked
+// during the poll and none could be taken back.
+bool run_found_task(Worker* w, RawTask task) noexcept {
+  RuntimeCore& core = *w->core;
+  if (w->searching) {
+    // Found work: stop searching; if we were the last searcher, wake another worker, since
+    // there may be more work than we can take (Go's resetspinning).
+    w->searching = false;
+    if (core.searching.fetch_sub(1, std::memory_order_acq_rel) == 1) core.wakep();
+  }
+  run_task(w, task);
+  // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
+  const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
+  if ((old & kRevoked) == 0) return true;
+  w->poll_word.fetch_and(~kRevoked, std::memory_order_relaxed);  // seq is even: ours alone
+  core.revoked_workers.fetch_sub(1, std::memory_order_relaxed);
+  return reacquire_slot(w);
+}
+
+}  // namespace
+
 void RuntimeCore::worker_main(Worker* w) noexcept {
   current_worker = w;
   // A new worker starts with the slot (and the searching count) of the wakep that made it.
@@ -197,20 +267,11 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
   for (;;) {
     while (holds_slot && !shutting_down.load(std::memory_order_acquire)) {
       RawTask task = find_work(w);
-      if (task == nullptr) break;
-      if (w->searching) {
-        // Found work: stop searching; if we were the last searcher, wake another worker,
-        // since there may be more work than we can take (Go's resetspinning).
-        w->searching = false;
-        if (searching.fetch_sub(1, std::memory_order_acq_rel) == 1) wakep();
+      if (task == nullptr) {
+        if (spin_for_work(w)) continue;
+        break;
       }
-      run_task(w, task);
-      // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
-      const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
-      if ((old & kRevoked) != 0) {
-        w->poll_word.fetch_and(~kRevoked, std::memory_order_relaxed);  // seq is even: ours alone
-        holds_slot = reacquire_slot(w);
-      }
+      holds_slot = run_found_task(w, task);
     }
     if (shutting_down.load(std::memory_order_acquire)) break;
     if (park_idle(w, holds_slot) == Idle::exit) break;
@@ -237,6 +298,7 @@ bool enter_blocking() noexcept {
   if (!w->poll_word.compare_exchange_strong(word, word | kRevoked, std::memory_order_acq_rel)) return false;
   RuntimeCore& core = *w->core;
   core.handoffs.fetch_add(1, std::memory_order_relaxed);
+  core.revoked_workers.fetch_add(1, std::memory_order_relaxed);
   core.free_slots.fetch_add(1, std::memory_order_acq_rel);
   // Work may be waiting anywhere (our queues, the injector) with every other slot idle.
   core.wakep();
@@ -244,5 +306,111 @@ bool enter_blocking() noexcept {
 }
 
 void request_yield() noexcept { yield_requested = true; }
+
+// --- Guests: Runtime::block_on's caller runs tasks while it waits -------------------------------
+
+Worker* guest_enter(RuntimeCore* core) noexcept {
+  if (current_worker != nullptr || core->shutting_down.load(std::memory_order_acquire)) return nullptr;
+  // A slot first: without one there is nothing to run.
+  int slots = core->free_slots.load(std::memory_order_relaxed);
+  do {
+    if (slots <= 0) return nullptr;
+  } while (
+      !core->free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  Worker* w = nullptr;
+  {
+    std::lock_guard lock(core->idle_mutex);
+    w = core->register_worker();
+    if (w != nullptr) w->guest = true;
+  }
+  if (w == nullptr) {
+    core->free_slots.fetch_add(1, std::memory_order_acq_rel);
+    core->wakep();  // the slot may have been what a wakep needed meanwhile
+    return nullptr;
+  }
+  core->wake_monitor();  // a slot is taken: the monitor watches it
+  w->searching = false;
+  w->guest_holds_slot = true;
+  current_worker = w;
+  return w;
+}
+
+namespace {
+
+// Out of work: the guest frees its slot and waits on the idle list, as a parked worker does,
+// until wakep hands it a slot again or `done` is set.
+void guest_idle(Worker* w, const std::atomic<bool>& done) noexcept {
+  RuntimeCore& core = *w->core;
+  if (w->searching) {
+    w->searching = false;
+    core.searching.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  {
+    std::lock_guard lock(core.idle_mutex);
+    w->given_slot.store(false, std::memory_order_relaxed);
+    core.idle.push_back(w);
+    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (w->guest_holds_slot) {
+    w->guest_holds_slot = false;
+    core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with wakep's, as in park_idle
+  if (core.work_visible()) core.wakep();
+  for (;;) {
+    if (w->given_slot.load(std::memory_order_acquire)) break;
+    if (done.load(std::memory_order_acquire) || core.shutting_down.load(std::memory_order_acquire)) {
+      std::lock_guard lock(core.idle_mutex);
+      auto it = std::find(core.idle.begin(), core.idle.end(), w);
+      if (it != core.idle.end()) {
+        core.idle.erase(it);
+        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
+      break;  // a wakep took us off the list: its slot is ours (given_slot is set under the lock)
+    }
+    w->parker.park();
+  }
+  w->guest_holds_slot = true;
+  w->searching = true;  // wakep counted us as searching
+}
+
+}  // namespace
+
+void guest_run(Worker* w, const std::atomic<bool>& done) noexcept {
+  RuntimeCore& core = *w->core;
+  while (!done.load(std::memory_order_acquire)) {
+    if (!w->guest_holds_slot || core.shutting_down.load(std::memory_order_acquire)) {
+      guest_idle(w, done);
+      continue;
+    }
+    RawTask task = find_work(w);
+    if (task == nullptr) {
+      guest_idle(w, done);
+      continue;
+    }
+    if (!run_found_task(w, task)) w->guest_holds_slot = false;
+  }
+}
+
+void guest_wake(Worker* w) noexcept { w->parker.unpark(); }
+
+void guest_leave(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  if (w->searching) {
+    w->searching = false;
+    core.searching.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  if (w->guest_holds_slot) {
+    w->guest_holds_slot = false;
+    core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+    // What is still queued here (tasks the root spawned and did not wait for) goes to the
+    // injector; spill_all wakes a worker for it, which can now take the slot just freed.
+    spill_all(w);
+  }
+  current_worker = nullptr;
+  std::lock_guard lock(core.idle_mutex);
+  w->exited = true;
+}
 
 }  // namespace karx::detail

@@ -1,13 +1,19 @@
-// The one allocation of a task, inline in the typed code that makes and frees the block.
+// The allocations of a task (its block, and the frame of an Async coroutine), inline in the
+// typed code that makes and frees them. Three build choices (KARX_TASK_ALLOCATOR), a public
+// compile definition of the karx target so importers compile these functions as the library:
 //
-// Default: malloc (glibc's per-thread cache serves the spawn/free pattern of tasks well, and
-// measured faster than oneTBB's scalable_malloc here: docs/bench.md). The build option
-// KARX_TASK_ALLOCATOR=scalable switches to scalable_malloc, whose per-thread pools may suit
-// tasks freed on another thread than their spawner's; the runtime benchmarks decide. The
-// choice is a public compile definition of the karx target, so every importer compiles
-// these functions the same way as the library.
+//  - cached (default): a per-thread cache of free blocks in 16-byte size classes up to 512
+//    bytes, over malloc. A task's life is malloc+free of two small blocks, and glibc's fast
+//    path costs about 130 instructions per pair (its checks and bin logic) where popping a
+//    free list costs a handful. Bounded (kMaxPerClass blocks per class and thread); a thread
+//    that frees more than it allocates passes the rest to free(); a thread's cache is freed
+//    when it exits. Sanitizer builds use `system`, so that ASan sees every block's lifetime.
+//  - system: malloc/free directly.
+//  - scalable: oneTBB's scalable_malloc, whose per-thread pools handle blocks freed on another
+//    thread than their allocator's (measured: docs/bench.md).
 module;
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #if KARX_SCALABLE_TASK_ALLOCATOR
@@ -17,11 +23,48 @@ export module karx.task:alloc;
 
 namespace karx::detail {
 
+#if KARX_CACHED_TASK_ALLOCATOR
+struct BlockCache {
+  static constexpr std::size_t kGranule = 16;  // malloc's alignment: every block can serve its class
+  static constexpr std::size_t kClasses = 32;  // blocks up to 512 bytes
+  static constexpr std::uint32_t kMaxPerClass = 256;
+  struct FreeBlock {
+    FreeBlock* next;
+  };
+  FreeBlock* heads[kClasses];
+  std::uint32_t counts[kClasses];
+  // 0: nothing cached yet; 1: the thread's exit will free the cache; 2: exited (free directly).
+  std::uint8_t state;
+
+  inline static bool cacheable(std::size_t size, std::size_t align) noexcept {
+    return align <= kGranule && size - 1 < kClasses * kGranule;  // size 0 wraps: not cacheable
+  }
+  inline static std::size_t class_of(std::size_t size) noexcept { return (size - 1) / kGranule; }
+};
+// constinit and trivially destructible: an access is one thread-pointer-relative address, with
+// no initialization guard. impl/task/alloc.cpp defines it and frees it at thread exit.
+extern thread_local constinit BlockCache block_cache;
+// First block cached on this thread: arranges for the cache to be freed at thread exit.
+void register_block_cache() noexcept;
+#endif
+
 inline void* allocate_task(std::size_t size, std::size_t align) {
   void* block;
 #if KARX_SCALABLE_TASK_ALLOCATOR
   block = align <= alignof(std::max_align_t) ? scalable_malloc(size) : scalable_aligned_malloc(size, align);
 #else
+#if KARX_CACHED_TASK_ALLOCATOR
+  if (BlockCache::cacheable(size, align)) {
+    BlockCache& cache = block_cache;
+    const std::size_t c = BlockCache::class_of(size);
+    if (BlockCache::FreeBlock* free = cache.heads[c]) {
+      cache.heads[c] = free->next;
+      --cache.counts[c];
+      return free;
+    }
+    size = (c + 1) * BlockCache::kGranule;  // the class's size: the block can come back to it
+  }
+#endif
   block = align <= alignof(std::max_align_t) ? std::malloc(size)
                                              : std::aligned_alloc(align, (size + align - 1) / align * align);
 #endif
@@ -30,16 +73,40 @@ inline void* allocate_task(std::size_t size, std::size_t align) {
   return block;
 }
 
-inline void deallocate_task(void* block, std::size_t align) noexcept {
+// `size` and `align` are the ones the block was allocated with.
+inline void deallocate_task(void* block, std::size_t size, std::size_t align) noexcept {
 #if KARX_SCALABLE_TASK_ALLOCATOR
+  (void)size;
   if (align <= alignof(std::max_align_t))
     scalable_free(block);
   else
     scalable_aligned_free(block);
 #else
+#if KARX_CACHED_TASK_ALLOCATOR
+  if (BlockCache::cacheable(size, align)) {
+    BlockCache& cache = block_cache;
+    const std::size_t c = BlockCache::class_of(size);
+    if (cache.counts[c] < BlockCache::kMaxPerClass && cache.state != 2) {
+      if (cache.state == 0) [[unlikely]]
+        register_block_cache();
+      auto* free = static_cast<BlockCache::FreeBlock*>(block);
+      free->next = cache.heads[c];
+      cache.heads[c] = free;
+      ++cache.counts[c];
+      return;
+    }
+  }
+#endif
+  (void)size;
   (void)align;
   std::free(block);
 #endif
 }
 
+}  // namespace karx::detail
+
+export namespace karx::detail {
+// Frees the blocks this thread's task cache holds (nothing to do without the cache). For tests
+// that count allocations from outside, and for a thread about to sleep for long.
+void trim_task_cache() noexcept;
 }  // namespace karx::detail

@@ -75,12 +75,14 @@ struct TaskCell {
 
   static void schedule(Header* h) {
     const S& fn = of(h)->schedule_fn;  // may run on several threads at once: called as const
-    if constexpr (std::is_empty_v<S>) {
+    if constexpr (std::is_empty_v<S> || requires { typename S::karx_no_keep_alive; }) {
+      // A stateless function has nothing to lose; the runtime's own schedule functions
+      // (karx_no_keep_alive) never touch their state after taking the Task.
       std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
     } else {
       // The function may drop the last reference (drop the Task, say) while it runs, which
       // would free the block, and the function's own state with it, under its feet: hold one
-      // more reference for the duration of the call. A stateless function has nothing to lose.
+      // more reference for the duration of the call.
       Waker keep_alive = task_waker(h);
       std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
     }
@@ -117,7 +119,7 @@ struct TaskCell {
   static void destroy(Header* h) noexcept {
     TaskCell* c = of(h);
     c->~TaskCell();
-    deallocate_task(c, alignof(TaskCell));
+    deallocate_task(c, sizeof(TaskCell), alignof(TaskCell));
   }
 
   static void check_thread(const Header* h) {

@@ -209,17 +209,25 @@ bool run(Header* h) {
 
   if (finished) {
     // RUNNING -> COMPLETED (and CLOSED too if nobody holds the handle to take the output).
-    bool released = false;
+    bool released = false, sole = false;
     for (;;) {
       std::size_t next = (state & ~(RUNNING | SCHEDULED)) | COMPLETED | ((state & HANDLE) == 0 ? CLOSED : 0);
       // The common case: a handle will take the output and no awaiter needs notifying, so run
       // has nothing left to do with the task. Drop the Task's reference in this same RMW; from
       // here on the handle (which frees the block) may take the output at any moment.
       released = (state & (HANDLE | CLOSED | AWAITER)) == HANDLE;
-      if (released) next -= REFERENCE;
+      // Detached, and ours is the last reference (no waker out there): drop it in this same
+      // RMW too. With no reference and no handle left, nobody else can reach the block.
+      sole = (state & (HANDLE | AWAITER)) == 0 && (state & REFERENCE_MASK) == REFERENCE;
+      if (released || sole) next -= REFERENCE;
       if (h->state.compare_exchange_weak(state, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
     }
     if (released) return false;
+    if (sole) {
+      vt->drop_output(h, (state & CLOSED) == 0);  // nobody will see it: an exception goes to the handler
+      free_task(h);
+      return false;
+    }
     // Nobody will take the output: the handle is gone (report an exception in it) or the
     // handle canceled while we ran (it yields "canceled"; the output is just dropped).
     if ((state & HANDLE) == 0 || (state & CLOSED) != 0) vt->drop_output(h, (state & (HANDLE | CLOSED)) == 0);

@@ -30,7 +30,7 @@ struct BlockingFuture {
   }
 };
 
-// yield_now's future: reschedules its task once, through the global queue.
+// yield_now's future: reschedules its task once, behind the tasks already queued.
 struct YieldNow {
   bool yielded = false;
   Poll<> poll(Context& cx) {
@@ -46,6 +46,49 @@ struct YieldNow {
 struct BlockOnSignal {
   std::atomic<bool> woken{false};
 };
+
+// Runtime::block_on on a guest worker: between polls of `future` the thread runs tasks.
+struct GuestSignal {
+  std::atomic<bool> done{false};
+  Worker* guest = nullptr;
+};
+
+// Leaves the guest role however block_on exits.
+class GuestScope {
+ public:
+  explicit GuestScope(RuntimeCore* core) noexcept : guest_(guest_enter(core)) {}
+  GuestScope(const GuestScope&) = delete;
+  GuestScope& operator=(const GuestScope&) = delete;
+  ~GuestScope() {
+    if (guest_ != nullptr) guest_leave(guest_);
+  }
+  Worker* get() const noexcept { return guest_; }
+
+ private:
+  Worker* guest_;
+};
+
+template <Future F>
+output_of<F> guest_block_on(Worker* guest, F future) {
+  auto signal = std::make_shared<GuestSignal>();
+  signal->guest = guest;
+  Waker waker = waker_fn([signal] {
+    signal->done.store(true, std::memory_order_release);
+    guest_wake(signal->guest);
+  });
+  Context cx(waker);
+  for (;;) {
+    auto p = future.poll(cx);
+    if (p.is_ready()) {
+      if constexpr (std::is_void_v<output_of<F>>)
+        return;
+      else
+        return std::move(p).value();
+    }
+    guest_run(guest, signal->done);
+    signal->done.store(false, std::memory_order_relaxed);
+  }
+}
 
 }  // namespace karx::detail
 
@@ -99,25 +142,29 @@ class Runtime {
   // progress to return, joins every thread it started. Does not wait for tasks to finish.
   ~Runtime() {
     detail::core_shutdown(core_);
-    detail::core_release(core_);
+    detail::core_orphan(core_);
   }
 
   template <Future F>
   JoinHandle<output_of<F>> spawn(F future) {
-    detail::core_check_open(core_);
-    detail::core_note_spawn(core_, false);
-    auto [task, handle] = karx::spawn(detail::RuntimeFuture<F>(std::move(future), core_),
-                                      detail::ScheduleOnRuntime{detail::CoreRef(core_)});
-    task.schedule();
+    detail::core_begin_spawn(core_, false);
+    detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});  // gives the count back if spawn throws
+    auto [task, handle] =
+        karx::spawn(detail::RuntimeFuture<F>(std::move(future), core_), detail::ScheduleOnRuntime{std::move(ticket)});
+    detail::core_submit(core_, std::move(task));
     return std::move(handle);
   }
 
   // Spawns `future` here and blocks the calling thread until it completes. Throws
-  // std::runtime_error if the runtime is destroyed first (the task was canceled).
+  // std::runtime_error if the runtime is destroyed first (the task was canceled). Called from
+  // outside the runtime's workers, the calling thread takes a free processor while it waits
+  // and runs tasks itself (the root first), so a small job runs without waking a worker.
   template <Future F>
   output_of<F> block_on(F future) {
+    detail::GuestScope guest(core_);
     auto handle = spawn(std::move(future));
-    auto result = karx::block_on(std::move(handle));
+    auto result = guest.get() != nullptr ? detail::guest_block_on(guest.get(), std::move(handle))
+                                         : karx::block_on(std::move(handle));
     if (!result) throw std::runtime_error("karx::Runtime::block_on: the task was canceled");
     if constexpr (!std::is_void_v<output_of<F>>) return std::move(*result);
   }
@@ -125,10 +172,10 @@ class Runtime {
   // Runs `fn` on a thread of the blocking pool, which holds no processor.
   template <class Fn>
   JoinHandle<std::invoke_result_t<Fn>> spawn_blocking(Fn fn) {
-    detail::core_check_open(core_);
-    detail::core_note_spawn(core_, true);
+    detail::core_begin_spawn(core_, true);
+    detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});
     auto [task, handle] =
-        karx::spawn(detail::BlockingFuture<Fn>{std::move(fn)}, detail::ScheduleOnBlockingPool{detail::CoreRef(core_)});
+        karx::spawn(detail::BlockingFuture<Fn>{std::move(fn)}, detail::ScheduleOnBlockingPool{std::move(ticket)});
     task.schedule();
     return std::move(handle);
   }

@@ -8,6 +8,7 @@
 // back to their parent by symmetric transfer, so deep chains use no native stack.
 module;
 #include <coroutine>
+#include <cstddef>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -15,6 +16,7 @@ module;
 #include <utility>
 export module karx.task:async;
 import karx.waker;
+import :alloc;
 
 export namespace karx {
 template <class T = void>
@@ -89,19 +91,28 @@ struct AsyncPromiseBase {
   std::coroutine_handle<> continuation;  // the awaiting parent frame, if any
   std::exception_ptr error;
 
-  std::suspend_always initial_suspend() noexcept { return {}; }
+  // Frames come from the task allocator, as task blocks do: with it, a coroutine task costs
+  // two allocations of the same kind (docs/design.md, "The cost of a task").
+  // (`inline` throughout this non-template struct: a named module's in-class definitions are
+  // not implicitly inline, and these are on every coroutine's path.)
+  inline static void* operator new(std::size_t size) { return allocate_task(size, alignof(std::max_align_t)); }
+  inline static void operator delete(void* frame, std::size_t size) noexcept {
+    deallocate_task(frame, size, alignof(std::max_align_t));
+  }
+
+  inline std::suspend_always initial_suspend() noexcept { return {}; }
 
   struct FinalAwaiter {
-    bool await_ready() noexcept { return false; }
+    inline bool await_ready() noexcept { return false; }
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
       std::coroutine_handle<> parent = h.promise().continuation;
       return parent ? parent : std::noop_coroutine();
     }
-    void await_resume() noexcept {}
+    inline void await_resume() noexcept {}
   };
-  FinalAwaiter final_suspend() noexcept { return {}; }
-  void unhandled_exception() noexcept { error = std::current_exception(); }
+  inline FinalAwaiter final_suspend() noexcept { return {}; }
+  inline void unhandled_exception() noexcept { error = std::current_exception(); }
 
   template <class A>
   decltype(auto) await_transform(A&& awaited) {

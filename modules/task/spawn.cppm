@@ -22,7 +22,7 @@ auto spawn_cell(F&& future, S&& schedule, TagArg&&... tag) -> std::pair<Task<Tag
   try {
     cell = ::new (block) Cell(&task_vtable<Cell>, std::move(future), std::move(schedule), std::forward<TagArg>(tag)...);
   } catch (...) {
-    deallocate_task(block, alignof(Cell));
+    deallocate_task(block, sizeof(Cell), alignof(Cell));
     throw;
   }
   Header* h = &cell->head.header;

@@ -1,0 +1,3 @@
+module karx/bench/peers/go
+
+go 1.19

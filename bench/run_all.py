@@ -1,0 +1,1082 @@
+#!/usr/bin/env python3
+"""Runs every runtime benchmark of karx beside its peers and reports the targets of issue 4.
+
+    scripts/bench [--quick] [--rounds R] [--reps K] [--min-time S] [--only W,...]
+                  [--no-docs] [--json PATH] [--strict]
+
+(scripts/bench builds the producers first and then runs this file; it can also be run alone
+once they are built.) What it does, in order:
+
+1. The throughput workloads (spawn_many, spawn_many_inside, chained_spawn, ping_pong,
+   yield_many). For each workload, R rounds: the Google Benchmark binary karx_runtime_bench
+   (karx, oneTBB, Boost.Asio; K repetitions, interleaved at random) and the Go peer (threads 1
+   and 2, K repetitions), alternating which of the two goes first. Every (workload, threads,
+   library) gets R x K samples of ns per operation.
+2. The workloads that are not throughput loops, each measurement in its own process: blocking
+   (karx with three variants, Go, oneTBB, Asio), idle (CPU time of an idle runtime), memory
+   (bytes per parked task), and the task layer (bench/summarize.sh on karx_task_bench).
+3. Medians, min and max; karx's median over the best peer's; each target met or MISSED. One
+   plain-text report on stdout, everything (raw samples, machine, load) as JSON, the region
+   between <!-- results:begin --> and <!-- results:end --> of docs/bench.md, and the chart
+   docs/bench-runtime.png (gnuplot, bench/chart.gp).
+
+A producer that is missing or fails is reported as "missing (reason)" where its numbers would
+be, listed under PROBLEMS at the end, and makes the exit status 1; everything else is still
+measured and written. Exit status: 0 all producers ran (targets may be MISSED; --strict makes a
+MISSED target exit 1 too), 1 a producer was missing or failed, 2 bad arguments.
+
+Python 3 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (workload, unit, target for karx median / best peer median)
+THROUGHPUT = [
+    ("spawn_many", "ns/task", 1.0),
+    ("spawn_many_inside", "ns/task", 0.67),
+    ("chained_spawn", "ns/spawn", 0.67),
+    ("ping_pong", "ns/round", 0.67),
+    ("yield_many", "ns/yield", 0.67),
+]
+THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
+SPECIAL_NAMES = ["blocking", "idle", "memory", "task_layer"]
+THREADS = (1, 2)
+GBENCH_LIBS = ("karx", "tbb", "asio")
+LIBS = ("karx", "tbb", "asio", "go")
+PEERS = ("tbb", "asio", "go")
+LIB_TITLES = {"karx": "karx", "tbb": "oneTBB", "asio": "Boost.Asio", "go": "Go"}
+
+# Targets of the special workloads.
+BLOCKING_SLACK_MS = 2.0           # karx default: max gap <= threshold + 2 ms (and <= Go's)
+BLOCKING_DEFAULT_THRESHOLD_MS = 10.0
+BLOCKING_CALL_MAX_GAP_MS = 2.0    # karx::blocking(): max gap <= 2 ms
+BATCH_MIN_SPEED = 0.9             # batch_quiet_ms / batch_blocked_ms >= 0.9
+IDLE_MAX_CPU_MS_PER_S = 1.0       # karx idle < 1 ms CPU per second
+MEMORY_MAX_BYTES = 128.0          # karx <= 128 bytes per task ...
+MEMORY_GO_FRACTION = 0.1          # ... and <= 1/10 of Go's
+TASK_LAYER_MAX_RATIO = 2.0        # spawn+run+join / (malloc+free + 2 RMWs) <= 2
+TASK_LAYER_NUM = "BM_karx_spawn_run_join"
+TASK_LAYER_DEN = "BM_baseline_malloc64_free_2rmw"
+
+RESULTS_BEGIN = "<!-- results:begin -->"
+RESULTS_END = "<!-- results:end -->"
+
+TIME_UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def log(msg: str) -> None:
+    print(f"run_all: {msg}", file=sys.stderr, flush=True)
+
+
+def rel(path: str) -> str:
+    """A path relative to the project root when it is inside it (for messages and docs)."""
+    try:
+        r = os.path.relpath(path, ROOT)
+    except ValueError:
+        return path
+    return path if r.startswith("..") else r
+
+
+# ---------------------------------------------------------------------------------------------
+# Running producers
+
+
+class Result:
+    def __init__(self, argv, stdout="", stderr="", seconds=0.0, error=None, detail=None):
+        self.argv = argv
+        self.stdout = stdout
+        self.stderr = stderr
+        self.seconds = seconds
+        self.error = error      # short reason (for table cells), None when the process succeeded
+        self.detail = detail    # longer reason (stderr tail) for the problem list
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def stderr_tail(text: str, lines: int = 3) -> str:
+    tail = [l.strip() for l in text.strip().splitlines() if l.strip()][-lines:]
+    return " | ".join(tail)
+
+
+def run_process(argv, timeout, env=None) -> Result:
+    """Runs one producer in its own process group; a timeout kills the whole group."""
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", start_new_session=True)
+    except FileNotFoundError:
+        return Result(argv, error="not built", detail=f"{argv[0]} not found")
+    except PermissionError:
+        return Result(argv, error="not executable", detail=f"{argv[0]} is not executable")
+    except OSError as e:
+        return Result(argv, error="cannot start", detail=f"{argv[0]}: {e}")
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        return Result(argv, out, err, time.monotonic() - start, error=f"timed out after {timeout:g} s",
+                      detail=stderr_tail(err))
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            try:
+                why = signal.Signals(-proc.returncode).name
+            except ValueError:
+                why = f"signal {-proc.returncode}"
+        else:
+            why = f"exit {proc.returncode}"
+        return Result(argv, out, err, seconds, error=why, detail=stderr_tail(err))
+    return Result(argv, out, err, seconds)
+
+
+def json_lines(text: str):
+    """The JSON objects of a producer's output, one per line; other lines are ignored."""
+    objs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
+    return objs
+
+
+class Problems:
+    """Every producer that was missing or failed: loud on stderr at once, listed at the end."""
+
+    def __init__(self):
+        self.items = []  # dicts: what, reason, detail, count
+
+    def add(self, what: str, reason: str, detail: str | None = None) -> None:
+        for item in self.items:
+            if item["what"] == what and item["reason"] == reason:
+                item["count"] += 1
+                return
+        self.items.append({"what": what, "reason": reason, "detail": detail or "", "count": 1})
+        log(f"MISSING {what}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def missing_reason(path: str) -> tuple[str, str]:
+    """Why a producer binary is not there: scripts/bench leaves <binary>.build.log on a failed build."""
+    log_path = path + ".build.log"
+    if os.path.isfile(log_path):
+        return "build failed", f"{rel(path)} did not build; see {rel(log_path)}"
+    if os.path.exists(path):
+        return "not executable", f"{rel(path)} is not executable"
+    return "not built", f"{rel(path)} does not exist"
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput workloads
+
+
+class Throughput:
+    def __init__(self, args, problems: Problems):
+        self.args = args
+        self.problems = problems
+        self.samples = {}     # (workload, threads, lib) -> [ns/op]
+        self.failures = {}    # (workload, threads, lib) -> [short reasons]
+        self.units = {}       # (workload, threads, lib) -> unit reported by the producer
+        self.raw_gbench = []  # iteration entries of karx_runtime_bench, with the round
+        self.raw_go = []      # JSON lines of the Go peer, with the round
+        self.gbench_context = None
+        self.go_min_time_suffix = ""  # "s" if the Go peer wants a duration ("0.2s")
+        self.runs = []        # what ran, how long
+
+    def fail(self, workload, threads, lib, reason, detail=None, what=None):
+        self.failures.setdefault((workload, threads, lib), []).append(reason)
+        self.problems.add(what or f"{lib} {workload}/{threads}", reason, detail)
+
+    def run_gbench(self, workload: str, rnd: int) -> None:
+        binary = self.args.runtime_bench
+        if not executable(binary):
+            reason, detail = missing_reason(binary)
+            for lib in GBENCH_LIBS:
+                for t in THREADS:
+                    self.failures.setdefault((workload, t, lib), []).append(reason)
+            self.problems.add("karx_runtime_bench", reason, detail)
+            return
+        argv = [binary, f"--benchmark_filter=^({'|'.join(GBENCH_LIBS)})_{workload}/",
+                f"--benchmark_repetitions={self.args.reps}",
+                "--benchmark_enable_random_interleaving=true",
+                f"--benchmark_min_time={self.args.min_time:g}", "--benchmark_format=json"]
+        res = run_process(argv, self.args.timeout)
+        self.runs.append({"round": rnd, "producer": "karx_runtime_bench", "workload": workload,
+                          "seconds": round(res.seconds, 2), "error": res.error})
+        log(f"  karx_runtime_bench {workload}: {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
+        doc = None
+        if res.stdout.strip():
+            try:
+                doc = json.loads(res.stdout)
+            except json.JSONDecodeError:
+                doc = None
+        if doc is None:
+            reason = res.error or "no JSON"
+            for lib in GBENCH_LIBS:
+                for t in THREADS:
+                    self.failures.setdefault((workload, t, lib), []).append(reason)
+            self.problems.add(f"karx_runtime_bench {workload}", reason,
+                              res.detail or stderr_tail(res.stderr) or "its output was not Google Benchmark JSON")
+            return
+        if self.gbench_context is None:
+            self.gbench_context = doc.get("context")
+        seen = set()
+        errors = {}
+        for b in doc.get("benchmarks", []):
+            m = re.match(r"^([a-z]+)_(\w+?)/(\d+)", b.get("run_name") or b.get("name", ""))
+            if not m or m.group(1) not in GBENCH_LIBS or m.group(2) != workload:
+                continue
+            lib, threads = m.group(1), int(m.group(3))
+            if threads not in THREADS:
+                continue
+            if b.get("error_occurred"):
+                errors[(lib, threads)] = b.get("error_message", "error")
+                continue
+            if b.get("run_type", "iteration") != "iteration":
+                continue
+            try:
+                ns = float(b["real_time"]) * TIME_UNITS_NS[b.get("time_unit", "ns")] / float(b["ops"])
+            except (KeyError, ValueError, ZeroDivisionError):
+                errors[(lib, threads)] = "no ops counter"
+                continue
+            seen.add((lib, threads))
+            self.samples.setdefault((workload, threads, lib), []).append(ns)
+            self.units[(workload, threads, lib)] = dict(THROUGHPUT_UNITS)[workload]
+            self.raw_gbench.append({"round": rnd, **b})
+        for lib in GBENCH_LIBS:
+            for t in THREADS:
+                if (lib, t) in seen:
+                    continue
+                if (lib, t) in errors:
+                    self.fail(workload, t, lib, "error", errors[(lib, t)])
+                elif res.error:
+                    self.fail(workload, t, lib, res.error, res.detail)
+                else:
+                    self.fail(workload, t, lib, "not in karx_runtime_bench",
+                              f"no {lib}_{workload}/{t} benchmark", what=f"{lib} {workload}/{t}")
+        if res.error and seen:
+            self.problems.add(f"karx_runtime_bench {workload}", res.error, res.detail)
+
+    def run_go(self, workload: str, threads: int, rnd: int) -> None:
+        binary = self.args.go_peer
+        if not executable(binary):
+            reason, detail = missing_reason(binary)
+            self.failures.setdefault((workload, threads, "go"), []).append(reason)
+            self.problems.add("Go peer", reason, detail)
+            return
+
+        def argv():
+            return [binary, workload, "-threads", str(threads), "-reps", str(self.args.reps),
+                    "-min-time", f"{self.args.min_time:g}{self.go_min_time_suffix}"]
+
+        res = run_process(argv(), self.args.timeout)
+        if (not res.ok and not self.go_min_time_suffix and "min-time" in res.stderr
+                and ("invalid" in res.stderr or "unit" in res.stderr)):
+            # A Go peer whose -min-time is a time.Duration wants "0.2s": say so once and go on.
+            self.go_min_time_suffix = "s"
+            log("  the Go peer wants -min-time as a duration; passing "
+                f"{self.args.min_time:g}s from now on")
+            res = run_process(argv(), self.args.timeout)
+        self.runs.append({"round": rnd, "producer": "go", "workload": workload, "threads": threads,
+                          "seconds": round(res.seconds, 2), "error": res.error})
+        log(f"  go peer {workload}/{threads}: {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
+        got = 0
+        for obj in json_lines(res.stdout):
+            if obj.get("kind") != "throughput" or obj.get("workload") != workload:
+                continue
+            if int(obj.get("threads", -1)) != threads:
+                continue
+            self.raw_go.append({"round": rnd, **obj})
+            values = [float(v) for v in obj.get("ns_per_op", []) if isinstance(v, (int, float))]
+            self.samples.setdefault((workload, threads, "go"), []).extend(values)
+            got += len(values)
+            unit = obj.get("unit")
+            if unit:
+                self.units[(workload, threads, "go")] = unit
+                want = dict(THROUGHPUT_UNITS)[workload]
+                if unit != want:
+                    log(f"  warning: the Go peer reports {workload} in {unit}, the others in {want}")
+        if got == 0:
+            self.fail(workload, threads, "go", res.error or "no samples",
+                      res.detail or "no throughput line with ns_per_op")
+        elif res.error:
+            self.problems.add(f"go {workload}/{threads}", res.error, res.detail)
+
+    def run(self, workloads) -> None:
+        for wi, workload in enumerate(workloads):
+            for rnd in range(self.args.rounds):
+                go_first = (rnd + wi) % 2 == 1
+                log(f"{workload}: round {rnd + 1}/{self.args.rounds} ({'Go peer' if go_first else 'karx_runtime_bench'} first)")
+                steps = [lambda: self.run_gbench(workload, rnd),
+                         lambda: [self.run_go(workload, t, rnd) for t in THREADS]]
+                if go_first:
+                    steps.reverse()
+                for step in steps:
+                    step()
+
+    def rows(self, workloads):
+        """One row per (workload, threads): per library stats, best peer, ratio, target, status."""
+        expected = self.args.rounds * self.args.reps
+        rows = []
+        for workload, unit, target in THROUGHPUT:
+            if workload not in workloads:
+                continue
+            for t in THREADS:
+                row = {"workload": workload, "threads": t, "unit": unit, "target": target,
+                       "expected_samples": expected, "libs": {}}
+                for lib in LIBS:
+                    xs = self.samples.get((workload, t, lib), [])
+                    fails = sorted(set(self.failures.get((workload, t, lib), [])))
+                    entry = {"samples": xs, "failures": fails}
+                    if xs:
+                        entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
+                    row["libs"][lib] = entry
+                peers = [(row["libs"][p]["median"], p) for p in PEERS if "median" in row["libs"][p]]
+                missing_peers = [p for p in PEERS if "median" not in row["libs"][p]]
+                karx = row["libs"]["karx"]
+                row["missing_peers"] = missing_peers
+                if peers:
+                    best_median, best = min(peers)
+                    row["best_peer"] = best
+                    row["best_peer_median"] = best_median
+                if "median" not in karx:
+                    row["status"] = "missing (karx)"
+                elif not peers:
+                    row["status"] = "missing (peers)"
+                else:
+                    row["ratio"] = karx["median"] / row["best_peer_median"]
+                    row["met"] = row["ratio"] <= target
+                    row["status"] = "met" if row["met"] else "MISSED"
+                    if missing_peers:
+                        row["status"] += " (without " + ", ".join(missing_peers) + ")"
+                rows.append(row)
+        return rows
+
+
+THROUGHPUT_UNITS = [(w, u) for w, u, _ in THROUGHPUT]
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking, idle, memory, task layer
+
+
+def probe_jobs(args):
+    """(section, library, key, argv) of every special measurement, in the order they run."""
+    p, g = args.probes, args.go_peer
+    return [
+        ("blocking", "karx", "default", [p, "blocking", "karx", "--variant", "default"]),
+        ("blocking", "karx", "threshold-1ms", [p, "blocking", "karx", "--variant", "threshold-1ms"]),
+        ("blocking", "karx", "blocking-call", [p, "blocking", "karx", "--variant", "blocking-call"]),
+        ("blocking", "go", "", [g, "blocking"]),
+        ("blocking", "tbb", "", [p, "blocking", "tbb"]),
+        ("blocking", "asio", "", [p, "blocking", "asio"]),
+        ("idle", "karx", "", [p, "idle", "karx"]),
+        ("idle", "tbb", "", [p, "idle", "tbb"]),
+        ("idle", "asio", "", [p, "idle", "asio"]),
+        ("idle", "go", "", [g, "idle"]),
+        ("memory", "karx", "coroutine", [p, "memory", "karx", "--future", "coroutine"]),
+        ("memory", "karx", "struct", [p, "memory", "karx", "--future", "struct"]),
+        ("memory", "tbb", "", [p, "memory", "tbb"]),
+        ("memory", "go", "", [g, "memory"]),
+    ]
+
+
+def run_probes(args, sections, problems: Problems):
+    """Runs each probe in its own process; returns {section: [row]} (a row per JSON line, or a
+    row with "missing" when the probe failed)."""
+    out = {s: [] for s in ("blocking", "idle", "memory")}
+    runs = []
+    for section, lib, key, argv in probe_jobs(args):
+        if section not in sections:
+            continue
+        what = f"{section} {lib}" + (f" {key}" if key else "")
+        base = {"library": lib, "key": key}
+        if not executable(argv[0]):
+            reason, detail = missing_reason(argv[0])
+            problems.add("Go peer" if lib == "go" else "karx_runtime_probes", reason, detail)
+            out[section].append({**base, "missing": reason})
+            continue
+        log(f"{what}: {shlex.join([rel(argv[0])] + argv[1:])}")
+        res = run_process(argv, args.timeout)
+        runs.append({"producer": rel(argv[0]), "argv": argv[1:], "seconds": round(res.seconds, 2),
+                     "error": res.error})
+        log(f"  {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
+        objs = [o for o in json_lines(res.stdout) if o.get("kind") == section]
+        if not objs:
+            reason = res.error or "no output"
+            problems.add(what, reason, res.detail or f"no JSON line of kind {section!r}")
+            out[section].append({**base, "missing": reason, "stderr": stderr_tail(res.stderr, 10)})
+            continue
+        if res.error:
+            problems.add(what, res.error, res.detail)
+        for o in objs:
+            out[section].append({**base, **o, "library": o.get("library", lib)})
+    return out, runs
+
+
+def num(row, field):
+    v = row.get(field)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def check(label, value, bound, ok):
+    """One target check: ok is True (met), False (MISSED) or None (cannot tell: data missing)."""
+    return {"target": label, "value": value, "bound": bound, "ok": ok}
+
+
+def evaluate_blocking(rows):
+    for r in rows:
+        q, b = num(r, "batch_quiet_ms"), num(r, "batch_blocked_ms")
+        r["batch_speed"] = q / b if q is not None and b else None
+    go = next((r for r in rows if r["library"] == "go" and "missing" not in r), None)
+    go_gap = num(go, "max_gap_ms") if go else None
+    for r in rows:
+        r["checks"] = []
+        if r["library"] != "karx" or "missing" in r:
+            continue
+        gap, speed = num(r, "max_gap_ms"), r["batch_speed"]
+        if r["key"] == "default":
+            m = re.search(r"(\d+(?:\.\d+)?)\s*ms", str(r.get("variant", "")))
+            threshold = float(m.group(1)) if m else BLOCKING_DEFAULT_THRESHOLD_MS
+            bound = threshold + BLOCKING_SLACK_MS
+            r["checks"].append(check(f"gap ≤ {bound:g} ms", gap, bound,
+                                     None if gap is None else gap <= bound))
+            r["checks"].append(check("gap ≤ Go's", gap, go_gap,
+                                     None if gap is None or go_gap is None else gap <= go_gap))
+        elif r["key"] == "blocking-call":
+            r["checks"].append(check(f"gap ≤ {BLOCKING_CALL_MAX_GAP_MS:g} ms", gap, BLOCKING_CALL_MAX_GAP_MS,
+                                     None if gap is None else gap <= BLOCKING_CALL_MAX_GAP_MS))
+        r["checks"].append(check(f"batch ≥ {BATCH_MIN_SPEED:g}× quiet", speed, BATCH_MIN_SPEED,
+                                 None if speed is None else speed >= BATCH_MIN_SPEED))
+
+
+def evaluate_idle(rows):
+    for r in rows:
+        r["checks"] = []
+        if r["library"] == "karx" and "missing" not in r:
+            v = num(r, "cpu_ms_per_s")
+            r["checks"].append(check(f"< {IDLE_MAX_CPU_MS_PER_S:g} ms CPU/s", v, IDLE_MAX_CPU_MS_PER_S,
+                                     None if v is None else v < IDLE_MAX_CPU_MS_PER_S))
+
+
+def evaluate_memory(rows):
+    go = next((r for r in rows if r["library"] == "go" and "missing" not in r), None)
+    go_bytes = num(go, "bytes_per_task") if go else None
+    for r in rows:
+        r["checks"] = []
+        if r["library"] != "karx" or "missing" in r:
+            continue
+        v = num(r, "bytes_per_task")
+        r["checks"].append(check(f"≤ {MEMORY_MAX_BYTES:g} B/task", v, MEMORY_MAX_BYTES,
+                                 None if v is None else v <= MEMORY_MAX_BYTES))
+        bound = go_bytes * MEMORY_GO_FRACTION if go_bytes is not None else None
+        r["checks"].append(check("≤ Go's ÷ 10", v, bound,
+                                 None if v is None or bound is None else v <= bound))
+
+
+def run_task_layer(args, problems: Problems):
+    out = {"checks": []}
+    binary = args.task_bench
+    if not executable(binary):
+        reason, detail = missing_reason(binary)
+        problems.add("karx_task_bench", reason, detail)
+        out["missing"] = reason
+        out["checks"].append(check(f"≤ {TASK_LAYER_MAX_RATIO:g}", None,
+                                   TASK_LAYER_MAX_RATIO, None))
+        return out
+    json_path = os.path.join(os.path.dirname(os.path.abspath(args.json)), "run_all_task_layer.json")
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    if os.path.exists(json_path):
+        os.remove(json_path)
+    env = dict(os.environ, KARX_BENCH_JSON=json_path, KARX_BENCH_REPETITIONS=str(args.reps))
+    argv = [os.path.join(ROOT, "bench", "summarize.sh"), binary, f"--benchmark_min_time={args.min_time:g}"]
+    log(f"task layer: KARX_BENCH_JSON={rel(json_path)} KARX_BENCH_REPETITIONS={args.reps} "
+        f"{shlex.join([rel(a) for a in argv])}")
+    res = run_process(argv, args.timeout, env=env)
+    log(f"  {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
+    out["json"] = rel(json_path)
+    out["summary"] = res.stdout
+    medians = {}
+    try:
+        with open(json_path) as f:
+            doc = json.load(f)
+        for b in doc.get("benchmarks", []):
+            if b.get("aggregate_name") == "median" and not b.get("error_occurred"):
+                medians[b["run_name"]] = float(b["cpu_time"]) * TIME_UNITS_NS[b.get("time_unit", "ns")]
+    except (OSError, json.JSONDecodeError, KeyError, ValueError):
+        pass
+    out["medians_ns"] = medians
+    num_v, den_v = medians.get(TASK_LAYER_NUM), medians.get(TASK_LAYER_DEN)
+    ratio = num_v / den_v if num_v is not None and den_v else None
+    out["ratio"] = ratio
+    if ratio is None:
+        reason = res.error or "no medians"
+        problems.add("karx_task_bench", reason,
+                     res.detail or f"no median of {TASK_LAYER_NUM} and {TASK_LAYER_DEN} in {rel(json_path)}")
+        out["missing"] = reason
+    elif res.error:
+        problems.add("karx_task_bench", res.error, res.detail)
+    out["checks"].append(check(f"≤ {TASK_LAYER_MAX_RATIO:g}", ratio,
+                               TASK_LAYER_MAX_RATIO, None if ratio is None else ratio <= TASK_LAYER_MAX_RATIO))
+    return out
+
+
+def status_of(checks, missing=None):
+    if missing:
+        return f"missing ({missing})"
+    if not checks:
+        return ""
+    failed = [c["target"] for c in checks if c["ok"] is False]
+    unknown = [c["target"] for c in checks if c["ok"] is None]
+    if failed:
+        return "MISSED" if len(checks) == 1 else "MISSED: " + "; ".join(failed)
+    if unknown:
+        return "missing data: " + "; ".join(unknown)
+    return "met"
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+
+def plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return "–"
+    if digits is not None:
+        return f"{v:.{digits}f}"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def throughput_cell(entry, expected):
+    if "median" not in entry:
+        return "missing (" + (", ".join(entry["failures"]) or "no samples") + ")"
+    s = f"{fmt(entry['median'])} ({fmt(entry['min'])}–{fmt(entry['max'])})"
+    if entry["n"] < expected:
+        s += f" n={entry['n']}/{expected}"
+    return s
+
+
+class Table:
+    def __init__(self, title, header, align, note=None):
+        self.title, self.header, self.align, self.note = title, header, align, note
+        self.rows = []
+
+    def add(self, *cells):
+        self.rows.append([str(c) for c in cells])
+
+    def text(self):
+        widths = [len(h) for h in self.header]
+        for r in self.rows:
+            widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+        def line(cells):
+            parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, self.align)]
+            return "  ".join(parts).rstrip()
+
+        out = [self.title, line(self.header), "  ".join("-" * w for w in widths)]
+        out += [line(r) for r in self.rows]
+        if self.note:
+            out.append(self.note)
+        return "\n".join(out)
+
+    def markdown(self):
+        def esc(c):
+            return c.replace("|", "\\|")
+
+        out = [f"### {self.title}", "", "| " + " | ".join(esc(h) for h in self.header) + " |",
+               "|" + "|".join("---:" if a == "r" else "---" for a in self.align) + "|"]
+        out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in self.rows]
+        if self.note:
+            out += ["", self.note]
+        return "\n".join(out)
+
+
+def targets_text(checks):
+    return "; ".join(c["target"] for c in checks)
+
+
+def build_tables(report):
+    tables = []
+    opts = report["options"]
+    expected = opts["rounds"] * opts["reps"]
+    rows = report.get("throughput", [])
+    if rows:
+        t = Table("Throughput: median ns per operation (min–max) over "
+                  f"{plural(opts['rounds'], 'round')} × {plural(opts['reps'], 'repetition')}",
+                  ["workload", "threads", "unit", "karx", "oneTBB", "Boost.Asio", "Go",
+                   "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "r", "r", "l", "l"])
+        for r in rows:
+            ratio = f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–"
+            t.add(r["workload"], r["threads"], r["unit"],
+                  *[throughput_cell(r["libs"][lib], expected) for lib in LIBS],
+                  ratio, f"≤ {r['target']:g}", r["status"])
+        tables.append(t)
+    if "blocking" in report:
+        t = Table("Blocking inside a task: the longest gap in a ticker task while another task blocks",
+                  ["library", "variant", "threads", "max gap ms", "stall ms", "batch quiet ms",
+                   "batch blocked ms", "quiet ÷ blocked", "threads started", "blocked ms", "target",
+                   "status"],
+                  ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "l"])
+        for r in report["blocking"]:
+            variant = r.get("variant") or r["key"] or "–"
+            if "missing" in r:
+                t.add(LIB_TITLES.get(r["library"], r["library"]), variant, "", "", "", "", "", "", "", "",
+                      targets_text(r.get("checks", [])), f"missing ({r['missing']})")
+                continue
+            t.add(LIB_TITLES.get(r["library"], r["library"]), variant, r.get("threads", "–"),
+                  fmt(num(r, "max_gap_ms")), fmt(num(r, "stall_ms")), fmt(num(r, "batch_quiet_ms")),
+                  fmt(num(r, "batch_blocked_ms")), fmt(r.get("batch_speed"), 2),
+                  r.get("threads_started", "–"), fmt(num(r, "blocked_ms")),
+                  targets_text(r["checks"]), status_of(r["checks"]))
+        tables.append(t)
+    if "idle" in report:
+        t = Table("Idle: CPU time of an idle runtime", ["library", "threads", "CPU ms per s", "target", "status"],
+                  ["l", "r", "r", "l", "l"])
+        for r in report["idle"]:
+            lib = LIB_TITLES.get(r["library"], r["library"])
+            if "missing" in r:
+                t.add(lib, "", "", targets_text(r.get("checks", [])), f"missing ({r['missing']})")
+                continue
+            t.add(lib, r.get("threads", "–"), fmt(num(r, "cpu_ms_per_s"), 3), targets_text(r["checks"]),
+                  status_of(r["checks"]))
+        tables.append(t)
+    if "memory" in report:
+        t = Table("Memory: bytes per parked task",
+                  ["library", "variant", "tasks", "bytes per task", "RSS before MB", "RSS after MB",
+                   "target", "status"],
+                  ["l", "l", "r", "r", "r", "r", "l", "l"])
+        for r in report["memory"]:
+            lib = LIB_TITLES.get(r["library"], r["library"])
+            variant = r.get("variant") or r["key"] or "–"
+            if "missing" in r:
+                t.add(lib, variant, "", "", "", "", targets_text(r.get("checks", [])), f"missing ({r['missing']})")
+                continue
+            tasks = r.get("tasks")
+            t.add(lib, variant, f"{tasks:,}" if isinstance(tasks, int) else (tasks or "–"),
+                  fmt(num(r, "bytes_per_task")), fmt(num(r, "rss_before_mb")), fmt(num(r, "rss_after_mb")),
+                  targets_text(r["checks"]), status_of(r["checks"]))
+        tables.append(t)
+    if "task_layer" in report:
+        tl = report["task_layer"]
+        t = Table("Task layer (bench/summarize.sh): median CPU time",
+                  ["measure", "value", "target", "status"], ["l", "r", "l", "l"])
+        med = tl.get("medians_ns", {})
+        t.add(f"{TASK_LAYER_NUM} ns", fmt(med.get(TASK_LAYER_NUM)), "", "")
+        t.add(f"{TASK_LAYER_DEN} ns", fmt(med.get(TASK_LAYER_DEN)), "", "")
+        t.add("spawn+run+join ÷ baseline", fmt(tl.get("ratio"), 2) if tl.get("ratio") is not None else "–",
+              targets_text(tl["checks"]), status_of(tl["checks"], tl.get("missing")))
+        tables.append(t)
+    return tables
+
+
+def all_checks(report):
+    """Every target with its status: (area, what, status) for the summary line."""
+    out = []
+    for r in report.get("throughput", []):
+        st = "met" if r.get("met") is True else "MISSED" if r.get("met") is False else "missing"
+        out.append((f"{r['workload']}/{r['threads']}", f"karx ÷ best peer ≤ {r['target']:g}", st))
+    for section in ("blocking", "idle", "memory"):
+        for r in report.get(section, []):
+            for c in r.get("checks", []):
+                st = "met" if c["ok"] is True else "MISSED" if c["ok"] is False else "missing"
+                out.append((f"{section} {r['library']} {r['key']}".strip(), c["target"], st))
+            if r["library"] == "karx" and "missing" in r:
+                out.append((f"{section} karx {r['key']}".strip(), "(all)", "missing"))
+    tl = report.get("task_layer")
+    if tl:
+        for c in tl["checks"]:
+            st = "met" if c["ok"] is True else "MISSED" if c["ok"] is False else "missing"
+            out.append(("task layer", "spawn+run+join ÷ baseline " + c["target"], st))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine, docs, chart
+
+
+def read_first(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info():
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count()
+    mem = read_first("/proc/meminfo", "MemTotal")
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    go_version = ""
+    if shutil.which("go"):
+        try:
+            go_version = subprocess.run(["go", "version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {"nproc": nproc, "cpu_count": os.cpu_count(), "cpu_model": read_first("/proc/cpuinfo", "model name"),
+            "mem_total": mem, "kernel": platform.release(), "python": platform.python_version(),
+            "go": go_version, "git_commit": commit, "git_dirty": dirty}
+
+
+def machine_line(report):
+    m = report["machine"]
+    load0, load1 = report["load_average_start"], report["load_average_end"]
+    commit = (m["git_commit"][:10] or "unknown") + (" + uncommitted changes" if m["git_dirty"] else "")
+    return (f"{m['nproc']} CPUs ({m['cpu_model'] or 'unknown CPU'}), load average {load0[0]:.2f} at the start "
+            f"and {load1[0]:.2f} at the end (1 min), commit {commit}")
+
+
+def docs_region(report, tables, chart_rel):
+    o = report["options"]
+    lines = [
+        "<!-- Generated by bench/run_all.py (scripts/bench): edits between the results markers are overwritten. -->",
+        "## Latest results (scripts/bench)",
+        "",
+        f"`{report['command']}` on {report['date']}: {plural(o['rounds'], 'round')} × "
+        f"{plural(o['reps'], 'repetition')}, "
+        f"min time {o['min_time']:g} s per repetition"
+        + (" (a smoke test: --quick)" if o["quick"] else "") + ".",
+        "",
+        f"Machine: {machine_line(report)}. Raw samples: `{report['json_rel']}`.",
+        "",
+        "Throughput: median ns per operation with min–max; karx ÷ best peer is karx's median over the "
+        "smallest median among oneTBB, Boost.Asio and Go in the same run.",
+    ]
+    if chart_rel:
+        lines += ["", f"![karx and its peers: median ns per operation relative to the best peer]({chart_rel})"]
+    for t in tables:
+        lines += ["", t.markdown()]
+    met = sum(1 for c in all_checks(report) if c[2] == "met")
+    total = len(all_checks(report))
+    lines += ["", f"Targets met: {met} of {total}."]
+    if report["problems"]:
+        lines += ["", "Producers missing or failed in this run:", ""]
+        lines += [f"- {p['what']}: {p['reason']}" + (f" ({p['detail']})" if p["detail"] else "").replace("|", "\\|")
+                  for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def write_docs(path, region):
+    with open(path) as f:
+        text = f.read()
+    block = f"{RESULTS_BEGIN}\n{region}\n{RESULTS_END}"
+    lines = text.split("\n")
+    try:
+        begin = lines.index(RESULTS_BEGIN)
+        end = lines.index(RESULTS_END, begin)
+        new = "\n".join(lines[:begin]) + ("\n" if begin else "") + block + "\n" + "\n".join(lines[end + 1:])
+    except ValueError:
+        # No markers yet: put the region before the first section heading.
+        idx = next((i for i, l in enumerate(lines) if l.startswith("## ")), len(lines))
+        log(f"{rel(path)} had no {RESULTS_BEGIN} / {RESULTS_END} markers: adding them before line {idx + 1}")
+        new = "\n".join(lines[:idx]) + "\n" + block + "\n\n" + "\n".join(lines[idx:])
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".bench.md.")
+    with os.fdopen(fd, "w") as f:
+        f.write(new)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def gp_string(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def draw_chart(report, out_png, data_path, problems: Problems):
+    """Writes the chart's data file and runs gnuplot with bench/chart.gp. Returns True if drawn."""
+    rows = [r for r in report.get("throughput", []) if "best_peer_median" in r]
+    if not rows:
+        log("chart: no throughput row with a peer to normalise to; not drawn")
+        return False
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        problems.add("chart", "no gnuplot", "install gnuplot-nox (scripts/bootstrap.sh does)")
+        return False
+    blocks = {lib: [] for lib in LIBS}
+    targets, ticks, labels, missing, names = [], [], [], [], []
+    values = []
+    x = 0.0
+    prev_workload = None
+    first_of_workload = 0.0
+    nb = len(LIBS)
+    for r in rows:
+        if prev_workload is not None:
+            x += 1.0 if r["workload"] == prev_workload else 2.2
+        if r["workload"] != prev_workload:
+            first_of_workload = x
+        prev_workload = r["workload"]
+        base = r["best_peer_median"]
+        left = x
+        top = r["target"]
+        for i, lib in enumerate(LIBS):
+            cx = x + i
+            e = r["libs"][lib]
+            if "median" in e:
+                v, lo, hi = e["median"] / base, e["min"] / base, e["max"] / base
+                blocks[lib].append(f"{cx:.2f} {v:.6g} {lo:.6g} {hi:.6g}")
+                values += [lo, hi]
+                top = max(top, hi)
+            else:
+                missing.append(f"{cx:.2f} \"{lib} n/a\"")
+        right = x + nb - 1
+        if "ratio" in r:
+            labels.append(f"{(left + right) / 2:.2f} {top * 1.12:.6g} \"{r['ratio']:.2f}×\"")
+        targets.append(f"{left - 0.5:.2f} {r['target']:g} {right - left + 1:.2f}")
+        values.append(r["target"])
+        ticks.append(f"{(left + right) / 2:.2f} \"{r['threads']} thread{'s' if r['threads'] > 1 else ''}\"")
+        names.append((r["workload"], (first_of_workload + right) / 2))
+        x = right + 1
+    ymin = 2 ** math.floor(math.log2(min(values) / 1.15))
+    ymax = 2 ** math.ceil(math.log2(max(values) * 1.7))
+    # One tick label per workload, a line below the thread counts (the last centre wins).
+    centres = {}
+    for name, cx in names:
+        centres[name] = cx
+    workload_ticks = [f"{cx:.2f} \"\\n{name}\"" for name, cx in centres.items()]
+    # gnuplot 5.4 crashes on a labels block whose only point is undefined: park a dummy off the chart.
+    dummy = "-100 1 \"-\""
+    nan = "NaN NaN NaN NaN"
+    parts = [("\n".join(blocks[lib]) or nan) for lib in LIBS]
+    parts += ["\n".join(targets), "\n".join(ticks), "\n".join(labels) or dummy,
+              "\n".join(missing) or "-100 \"-\"", "\n".join(workload_ticks)]
+    os.makedirs(os.path.dirname(data_path), exist_ok=True)
+    with open(data_path, "w") as f:
+        f.write("# x value min max (ratios to the best peer's median); blocks: "
+                + ", ".join(LIBS) + ", targets, thread ticks, karx ratio labels, missing bars, workload ticks\n")
+        f.write("\n\n\n".join(parts) + "\n")
+    o = report["options"]
+    command = report["command"] + ", " if len(report["command"]) <= 50 else ""
+    subtitle = (f"{command}{report['date']}, {report['machine']['nproc']} CPUs, "
+                f"{plural(o['rounds'], 'round')} × {plural(o['reps'], 'repetition')}"
+                + "; bars: median, whiskers: min–max")
+    subtitle = re.sub(r"([_^{}@&~\\])", r"\\\1", subtitle)  # literal in gnuplot's enhanced text
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    script = os.path.join(ROOT, "bench", "chart.gp")
+    argv = [gnuplot, "-e", f"datafile={gp_string(data_path)}; outfile={gp_string(out_png)}; "
+            f"ymin={ymin:g}; ymax={ymax:g}; xmax={x - 0.5:g}; subtitle={gp_string(subtitle)}", script]
+    res = run_process(argv, 120)
+    if not res.ok:
+        problems.add("chart", res.error, res.detail)
+        return False
+    if res.stderr.strip():
+        log("gnuplot: " + stderr_tail(res.stderr, 5))
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="bench/run_all.py",
+        description="Runs karx's runtime benchmarks beside oneTBB, Boost.Asio and Go, interleaved, "
+                    "and reports the targets. Usually run through scripts/bench, which builds the "
+                    "producers first.")
+    ap.add_argument("--rounds", type=int, help="rounds per throughput workload (default 3)")
+    ap.add_argument("--reps", type=int, help="repetitions per round and producer (default 5)")
+    ap.add_argument("--min-time", type=float, dest="min_time",
+                    help="minimum seconds per repetition, Google Benchmark and Go alike (default 0.2)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: --rounds 1 --reps 3 --min-time 0.05 (explicit options win)")
+    ap.add_argument("--only", metavar="W,...",
+                    help="only these workloads (the docs region then shows only these): "
+                    + ", ".join(THROUGHPUT_NAMES + SPECIAL_NAMES))
+    ap.add_argument("--no-docs", action="store_true",
+                    help="do not rewrite docs/bench.md (the chart then goes beside the JSON)")
+    ap.add_argument("--json", default=os.path.join(ROOT, "build", "release", "bench", "results.json"),
+                    help="where to write all results (default build/release/bench/results.json)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is MISSED too")
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="seconds before one producer process is killed (default 600)")
+    bench_dir = os.path.join(ROOT, "build", "release", "bench")
+    ap.add_argument("--runtime-bench", default=os.path.join(bench_dir, "karx_runtime_bench"),
+                    help="the Google Benchmark binary (default build/release/bench/karx_runtime_bench)")
+    ap.add_argument("--go-peer", default=os.path.join(bench_dir, "karx-go-peer"),
+                    help="the Go peer (default build/release/bench/karx-go-peer)")
+    ap.add_argument("--probes", default=os.path.join(bench_dir, "probes", "karx_runtime_probes"),
+                    help="the probes (default build/release/bench/probes/karx_runtime_probes)")
+    ap.add_argument("--task-bench", default=os.path.join(bench_dir, "karx_task_bench"),
+                    help="the task-layer benchmark (default build/release/bench/karx_task_bench)")
+    ap.add_argument("--docs", default=os.path.join(ROOT, "docs", "bench.md"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    quick = {"rounds": 1, "reps": 3, "min_time": 0.05}
+    full = {"rounds": 3, "reps": 5, "min_time": 0.2}
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.rounds < 1 or args.reps < 1 or args.min_time <= 0:
+        ap.error("--rounds and --reps must be at least 1, --min-time positive")
+    known = THROUGHPUT_NAMES + SPECIAL_NAMES
+    if args.only:
+        names = [w.strip() for w in args.only.split(",") if w.strip()]
+        aliases = {"task": "task_layer", "task-layer": "task_layer"}
+        names = [aliases.get(w, w) for w in names]
+        bad = [w for w in names if w not in known]
+        if bad:
+            ap.error(f"--only: unknown workload(s) {', '.join(bad)}; known: {', '.join(known)}")
+        args.selected = [w for w in known if w in names]
+    else:
+        args.selected = known
+    for k in ("runtime_bench", "go_peer", "probes", "task_bench", "json", "docs"):
+        setattr(args, k, os.path.abspath(getattr(args, k)))
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        sys.stdout.reconfigure(encoding="utf-8")
+        sys.stderr.reconfigure(encoding="utf-8")
+    except (AttributeError, ValueError):
+        pass
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    entry = os.environ.get("KARX_BENCH_ENTRY")
+    command = shlex.join([entry, *argv]) if entry else shlex.join(["python3", "bench/run_all.py", *argv])
+    started = time.monotonic()
+    problems = Problems()
+    report = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "options": {"rounds": args.rounds, "reps": args.reps, "min_time": args.min_time, "quick": args.quick,
+                    "only": args.selected, "timeout": args.timeout},
+        "producers": {"runtime_bench": rel(args.runtime_bench), "go_peer": rel(args.go_peer),
+                      "probes": rel(args.probes), "task_bench": rel(args.task_bench)},
+        "machine": machine_info(),
+        "load_average_start": list(os.getloadavg()),
+        "json_rel": rel(args.json),
+    }
+    log(f"{command}: {plural(args.rounds, 'round')} × {plural(args.reps, 'repetition')}, min time {args.min_time:g} s; "
+        f"workloads: {', '.join(args.selected)}")
+
+    workloads = [w for w in THROUGHPUT_NAMES if w in args.selected]
+    tp = Throughput(args, problems)
+    if workloads:
+        tp.run(workloads)
+        report["throughput"] = tp.rows(workloads)
+
+    sections = [s for s in ("blocking", "idle", "memory") if s in args.selected]
+    probe_runs = []
+    if sections:
+        probes, probe_runs = run_probes(args, sections, problems)
+        if "blocking" in sections:
+            evaluate_blocking(probes["blocking"])
+            report["blocking"] = probes["blocking"]
+        if "idle" in sections:
+            evaluate_idle(probes["idle"])
+            report["idle"] = probes["idle"]
+        if "memory" in sections:
+            evaluate_memory(probes["memory"])
+            report["memory"] = probes["memory"]
+    if "task_layer" in args.selected:
+        report["task_layer"] = run_task_layer(args, problems)
+
+    report["load_average_end"] = list(os.getloadavg())
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["problems"] = problems.items
+    report["raw"] = {"karx_runtime_bench_context": tp.gbench_context, "karx_runtime_bench": tp.raw_gbench,
+                     "go_peer": tp.raw_go, "runs": tp.runs + probe_runs}
+    checks = all_checks(report)
+    report["targets"] = [{"area": a, "target": t, "status": s} for a, t, s in checks]
+
+    tables = build_tables(report)
+    chart_png = (os.path.join(os.path.dirname(args.docs), "bench-runtime.png") if not args.no_docs
+                 else os.path.join(os.path.dirname(args.json), "bench-runtime.png"))
+    drawn = False
+    if "throughput" in report:
+        drawn = draw_chart(report, chart_png, os.path.join(os.path.dirname(args.json), "chart.dat"), problems)
+    report["chart"] = rel(chart_png) if drawn else None
+
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+    if not args.no_docs:
+        chart_rel = os.path.relpath(chart_png, os.path.dirname(args.docs)) if drawn else None
+        write_docs(args.docs, docs_region(report, tables, chart_rel))
+
+    # The report.
+    print()
+    print(f"{command}  ({report['date']}, {report['seconds']:.0f} s)")
+    print(f"machine: {machine_line(report)}")
+    for t in tables:
+        print()
+        print(t.text())
+    met = sum(1 for c in checks if c[2] == "met")
+    missed = [c for c in checks if c[2] == "MISSED"]
+    unknown = [c for c in checks if c[2] == "missing"]
+    print()
+    print(f"targets: {met} met, {len(missed)} MISSED, {len(unknown)} missing data (of {len(checks)})")
+    print(f"results: {rel(args.json)}" + (f"; docs: {rel(args.docs)}" if not args.no_docs else "")
+          + (f"; chart: {rel(chart_png)}" if drawn else ""))
+    if problems.items:
+        print()
+        print("PROBLEMS (producers missing or failed; their cells say missing):")
+        for p in problems.items:
+            times = f" ×{p['count']}" if p["count"] > 1 else ""
+            print(f"  !! {p['what']}: {p['reason']}{times}" + (f" — {p['detail']}" if p["detail"] else ""))
+        return 1
+    if args.strict and missed:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

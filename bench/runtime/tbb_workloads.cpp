@@ -1,0 +1,96 @@
+// oneTBB's runtime workloads, written as its users would: a task_arena of the same
+// concurrency, enqueue from outside, task_group::run inside; a yield is a continuation run
+// again as a new task.
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
+
+#include <atomic>
+
+#include "workloads.hpp"
+
+namespace {
+
+using namespace karx_bench;
+
+void tbb_spawn_many(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    Countdown c(kSpawns);
+    for (int i = 0; i < kSpawns; ++i) arena.enqueue([&c] { c.hit(); });
+    c.wait();
+  }
+  set_ops(state, kSpawns);
+}
+
+void tbb_spawn_many_inside(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    arena.execute([] {
+      tbb::task_group tg;
+      Countdown c(kSpawns);
+      tg.run([&] {
+        for (int i = 0; i < kSpawns; ++i) tg.run([&c] { c.hit(); });
+      });
+      tg.wait();
+    });
+  }
+  set_ops(state, kSpawns);
+}
+
+void tbb_chain(tbb::task_group& tg, int depth) {
+  if (depth > 0) tg.run([&tg, depth] { tbb_chain(tg, depth - 1); });
+}
+
+void tbb_chained_spawn(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    arena.execute([] {
+      tbb::task_group tg;
+      tbb_chain(tg, kDepth);
+      tg.wait();
+    });
+  }
+  set_ops(state, kDepth);
+}
+
+void tbb_ping_pong(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    arena.execute([] {
+      tbb::task_group tg;
+      std::atomic<int> answered{0};
+      for (int i = 0; i < kRounds; ++i)
+        tg.run([&] {                               // A
+          tg.run([&] { answered.fetch_add(1); });  // B answers; A's group wait is the signal
+        });
+      tg.wait();
+      benchmark::DoNotOptimize(answered.load());
+    });
+  }
+  set_ops(state, kRounds);
+}
+
+void tbb_yield(tbb::task_group& tg, int left) {
+  if (left > 0) tg.run([&tg, left] { tbb_yield(tg, left - 1); });
+}
+
+void tbb_yield_many(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  const int tasks = yield_tasks(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    arena.execute([tasks] {
+      tbb::task_group tg;
+      for (int i = 0; i < tasks; ++i) tg.run([&tg] { tbb_yield(tg, kYields); });
+      tg.wait();
+    });
+  }
+  set_ops(state, static_cast<double>(tasks) * kYields);
+}
+
+KARX_BENCH_WORKLOAD(tbb, spawn_many);
+KARX_BENCH_WORKLOAD(tbb, spawn_many_inside);
+KARX_BENCH_WORKLOAD(tbb, chained_spawn);
+KARX_BENCH_WORKLOAD(tbb, ping_pong);
+KARX_BENCH_WORKLOAD(tbb, yield_many);
+
+}  // namespace
