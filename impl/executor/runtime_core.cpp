@@ -362,7 +362,7 @@ RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->met
 // --- The live-task list --------------------------------------------------------------------------
 
 void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept {
-  std::lock_guard lock(core->live_mutex);
+  std::lock_guard lock(core->live_lock);
   node->task = task.as_raw().data;  // a task polls with its own waker: data is its header
   node->prev = &core->live;
   node->next = core->live.next;
@@ -371,7 +371,7 @@ void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept {
 }
 
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
-  std::lock_guard lock(core->live_mutex);
+  std::lock_guard lock(core->live_lock);
   node->prev->next = node->next;
   node->next->prev = node->prev;
   node->task = nullptr;
@@ -495,7 +495,7 @@ void RuntimeCore::shutdown() noexcept {
   // alive while we take a reference to it (a listed future is not destroyed yet).
   std::vector<Waker> idle_tasks;
   {
-    std::lock_guard lock(live_mutex);
+    std::lock_guard lock(live_lock);
     for (LiveNode* node = live.next; node != &live; node = node->next) {
       // Borrow the header as a Task just to make a waker (one reference), then let go of
       // the borrow without dropping a reference it never took.

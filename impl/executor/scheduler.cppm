@@ -124,7 +124,7 @@ class RuntimeCore {
   std::atomic<std::uint64_t> blocking_spawned{0};
 
   // Live tasks (see LiveNode): a circular list around `live`.
-  std::mutex live_mutex;
+  SpinLock live_lock;  // held for a few pointer writes; a task that waits takes it twice
   LiveNode live;
 
   // The monitor.

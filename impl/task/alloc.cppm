@@ -2,7 +2,7 @@
 // typed code that makes and frees them. Three build choices (KARX_TASK_ALLOCATOR), a public
 // compile definition of the karx target so importers compile these functions as the library:
 //
-//  - cached (default): a per-thread cache of free blocks in 16-byte size classes up to 512
+//  - cached (default): a per-thread cache of free blocks in 16-byte size classes up to 520
 //    bytes, over malloc. A task's life is malloc+free of two small blocks, and glibc's fast
 //    path costs about 130 instructions per pair (its checks and bin logic) where popping a
 //    free list costs a handful. Bounded (kMaxPerClass blocks per class and thread); a thread
@@ -25,8 +25,11 @@ namespace karx::detail {
 
 #if KARX_CACHED_TASK_ALLOCATOR
 struct BlockCache {
-  static constexpr std::size_t kGranule = 16;  // malloc's alignment: every block can serve its class
-  static constexpr std::size_t kClasses = 32;  // blocks up to 512 bytes
+  // Classes of 16-byte steps sized 16c + 8, the usable size of a 16(c + 1)-byte malloc chunk
+  // (glibc adds an 8-byte header and rounds to 16): rounding a request up to its class costs
+  // no more memory than malloc of the request itself would.
+  static constexpr std::size_t kStep = 16;
+  static constexpr std::size_t kClasses = 33;  // blocks up to 520 bytes
   static constexpr std::uint32_t kMaxPerClass = 256;
   struct FreeBlock {
     FreeBlock* next;
@@ -37,9 +40,10 @@ struct BlockCache {
   std::uint8_t state;
 
   inline static bool cacheable(std::size_t size, std::size_t align) noexcept {
-    return align <= kGranule && size - 1 < kClasses * kGranule;  // size 0 wraps: not cacheable
+    return align <= alignof(std::max_align_t) && size <= class_size(kClasses - 1);
   }
-  inline static std::size_t class_of(std::size_t size) noexcept { return (size - 1) / kGranule; }
+  inline static std::size_t class_of(std::size_t size) noexcept { return (size + 7) / kStep; }
+  inline static constexpr std::size_t class_size(std::size_t c) noexcept { return kStep * c + 8; }
 };
 // constinit and trivially destructible: an access is one thread-pointer-relative address, with
 // no initialization guard. impl/task/alloc.cpp defines it and frees it at thread exit.
@@ -62,7 +66,7 @@ inline void* allocate_task(std::size_t size, std::size_t align) {
       --cache.counts[c];
       return free;
     }
-    size = (c + 1) * BlockCache::kGranule;  // the class's size: the block can come back to it
+    size = BlockCache::class_size(c);  // the class's size: the block can come back to any of it
   }
 #endif
   block = align <= alignof(std::max_align_t) ? std::malloc(size)
