@@ -16,8 +16,8 @@ void free_cached_blocks(BlockCache& cache) noexcept {
       cache.heads[c] = free->next;
       std::free(free);
     }
-    cache.counts[c] = 0;
   }
+  cache.bytes = 0;
 }
 
 // A thread_local with a destructor costs an initialization check per access, so the cache
