@@ -66,7 +66,7 @@ void tbb_ping_pong(benchmark::State& state) {
       for (int i = 0; i < kRounds; ++i)
         tg.run([&] {    // A
           tg.run([&] {  // B answers
-            const int answer = 1;
+            int answer = 1;
             tg.run([&answered, answer] {  // A's second half receives it
               if (answer == 1) answered.fetch_add(1, std::memory_order_relaxed);
             });
