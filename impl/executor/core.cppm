@@ -61,7 +61,10 @@ void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
 // On a worker thread inside a poll: gives up the processor before a call known to block
 // (karx::blocking). Returns false elsewhere.
 bool enter_blocking() noexcept;
-// yield_now: the next schedule of the current task from this thread goes to the global queue.
+// yield_now: the next schedule of the current task from this thread goes behind the tasks
+// already queued, not next. It happens when the poll returns (a task woken while it runs is
+// scheduled then), and the worker clears the request after every poll. Off the runtime's
+// workers it does nothing: a yield under another executor is a plain wake.
 void request_yield() noexcept;
 
 // Runtime::block_on's calling thread runs tasks too, as a *guest* worker holding a slot (as

@@ -327,7 +327,22 @@ std::size_t timer_pending_count() noexcept { return timers::TimerDriver::get().p
 
 namespace karx {
 
+namespace detail {
+namespace {
+thread_local VirtualClock* current_virtual_clock = nullptr;
+}
+VirtualClock* virtual_clock() noexcept { return current_virtual_clock; }
+void set_virtual_clock(VirtualClock* clock) noexcept { current_virtual_clock = clock; }
+}  // namespace detail
+
 Poll<void> Sleep::poll(Context& cx) {
+  if (detail::VirtualClock* virtual_time = detail::virtual_clock()) {
+    // Inside a simulation: its virtual clock decides, and it wakes the task when its time
+    // comes (a Sleep re-polled early registers again: a spurious wake, harmless).
+    if (virtual_time->now() >= deadline_) return ready();
+    virtual_time->add_timer(deadline_, cx.waker());
+    return pending;
+  }
   if (std::chrono::steady_clock::now() >= deadline_) {
     reset();  // removes the entry if the driver has not fired it yet
     return ready();

@@ -305,7 +305,11 @@ bool enter_blocking() noexcept {
   return true;
 }
 
-void request_yield() noexcept { yield_requested = true; }
+void request_yield() noexcept {
+  // Only a worker clears the flag (after each poll): elsewhere it would stay set and turn the
+  // next runtime schedule on this thread into a yield.
+  if (current_worker != nullptr) yield_requested = true;
+}
 
 // --- Guests: Runtime::block_on's caller runs tasks while it waits -------------------------------
 

@@ -4,4 +4,5 @@ export import karx.task;
 export import :timer;
 export import :options;
 export import :runtime;
+export import :sim;
 export import :core;

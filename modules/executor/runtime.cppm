@@ -186,6 +186,13 @@ class Runtime {
   detail::RuntimeCore* core_;
 };
 
+// spawn_on for the runtime: its tasks carry the runtime's own bookkeeping (shutdown reaches
+// them, metrics count them), so this is Runtime::spawn.
+template <Future F>
+JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
+  return runtime.spawn(std::move(future));
+}
+
 // The process-wide runtime, started on first use with default options. It lives until the
 // process exits (it is never destroyed: tasks may still run while static objects go away).
 Runtime& global_runtime();

@@ -14,6 +14,20 @@ namespace karx::detail {
 // One registration with the timer driver: allocated on the first pending poll of a Sleep,
 // owned by it, and freed by it (on completion or destruction). Defined in timer_driver.cpp.
 struct TimerEntry;
+
+// Virtual time (karx::sim::Simulation): while a simulation runs a task on this thread, sleeps
+// read its clock and register with it instead of the timer driver.
+class VirtualClock {
+ public:
+  virtual std::chrono::steady_clock::time_point now() const noexcept = 0;
+  virtual void add_timer(std::chrono::steady_clock::time_point deadline, const Waker& waker) = 0;
+
+ protected:
+  ~VirtualClock() = default;
+};
+// The clock of the simulation running on this thread, or nullptr (timer_driver.cpp).
+VirtualClock* virtual_clock() noexcept;
+void set_virtual_clock(VirtualClock* clock) noexcept;
 }  // namespace karx::detail
 
 export namespace karx {
@@ -73,9 +87,11 @@ inline Sleep sleep_until(std::chrono::steady_clock::time_point deadline) noexcep
 
 // sleep_until(now + duration); a zero or negative duration is ready on the first poll (without
 // registering). A duration too long to represent saturates to the end of time.
+// Inside a karx::sim::Simulation, `now` is the simulation's virtual time.
 inline Sleep sleep_for(std::chrono::nanoseconds duration) noexcept {
   using clock = std::chrono::steady_clock;
-  const clock::time_point now = clock::now();
+  const detail::VirtualClock* virtual_time = detail::virtual_clock();
+  const clock::time_point now = virtual_time != nullptr ? virtual_time->now() : clock::now();
   if (duration <= std::chrono::nanoseconds::zero()) return Sleep(now);
   const auto d = std::chrono::ceil<clock::duration>(duration);
   if (d > clock::time_point::max() - now) return Sleep(clock::time_point::max());

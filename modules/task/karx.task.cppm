@@ -6,6 +6,7 @@ export import :task;
 export import :join_handle;
 export import :spawn;
 export import :async;
+export import :spawn_on;
 // Internal partitions: exported as a module requires, but they export no names.
 export import :state;
 export import :header;
