@@ -21,8 +21,7 @@ concept Executor = requires(E& executor, Task<> task) { executor.schedule(std::m
 // the task (the schedule function holds a reference to it), as a queue outlives its items.
 template <Executor E, Future F>
 JoinHandle<output_of<F>> spawn_on(E& executor, F future) {
-  auto [task, handle] =
-      spawn(std::move(future), [&executor](Task<> t) { executor.schedule(std::move(t)); });
+  auto [task, handle] = spawn(std::move(future), [&executor](Task<> t) { executor.schedule(std::move(t)); });
   executor.schedule(std::move(task));
   return std::move(handle);
 }
