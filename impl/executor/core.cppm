@@ -33,9 +33,11 @@ void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept;
 // alive around the call (the caller's Runtime does).
 void core_submit(RuntimeCore* core, Task<> task) noexcept;
 // Runtime::spawn's first step: throws std::logic_error once the runtime is shutting down,
-// else counts the spawn (metrics) and the new task (the core's lifetime: the TaskTicket the
-// caller makes next is already counted).
-void core_begin_spawn(RuntimeCore* core, bool blocking);
+// else counts the new task for the core's lifetime (the TaskTicket the caller makes next is
+// already counted, and gives the count back if the spawn fails). The metrics count a spawn
+// once it has succeeded: core_submit, core_count_blocking_spawn.
+void core_begin_spawn(RuntimeCore* core);
+void core_count_blocking_spawn(RuntimeCore* core) noexcept;
 void core_note_completed(RuntimeCore* core) noexcept;
 
 // Every task of a runtime that has once returned Pending is on its list until its future is

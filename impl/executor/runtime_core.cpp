@@ -126,23 +126,14 @@ void core_orphan(RuntimeCore* core) noexcept {
   if (core->foreign_balance.fetch_add(delta, std::memory_order_acq_rel) + delta == 0) delete core;
 }
 
-void core_begin_spawn(RuntimeCore* core, bool blocking) {
+void core_begin_spawn(RuntimeCore* core) {
   if (core->shutting_down.load(std::memory_order_acquire)) [[unlikely]]
     throw std::logic_error("karx::Runtime: spawn on a runtime that is being destroyed");
-  Worker* w = current_worker;
-  if (w != nullptr && w->core == core) {
-    if (blocking)
-      core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
-    else
-      w->bump(w->spawned);
-    w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    return;
-  }
-  if (blocking)
-    core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
-  else
-    core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
-  core->foreign_balance.fetch_add(1, std::memory_order_relaxed);  // as in core_task_created
+  core_task_created(core);
+}
+
+void core_count_blocking_spawn(RuntimeCore* core) noexcept {
+  core->blocking_spawned.fetch_add(1, std::memory_order_relaxed);
 }
 
 void core_note_completed(RuntimeCore* core) noexcept {
@@ -180,7 +171,12 @@ void core_schedule(RuntimeCore* core, Task<> task) noexcept {
 }
 
 void core_submit(RuntimeCore* core, Task<> task) noexcept {
+  // Counted here, once the spawn has succeeded (a spawn whose allocation failed is no task).
   Worker* w = current_worker;
+  if (w != nullptr && w->core == core)
+    w->bump(w->spawned);
+  else
+    core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
   if (w != nullptr && w->core == core && !core->shutting_down.load(std::memory_order_relaxed)) {
     push_local(w, std::move(task).into_raw());
     core->wakep_after_seq_cst();

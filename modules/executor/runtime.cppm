@@ -147,7 +147,7 @@ class Runtime {
 
   template <Future F>
   JoinHandle<output_of<F>> spawn(F future) {
-    detail::core_begin_spawn(core_, false);
+    detail::core_begin_spawn(core_);
     detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});  // gives the count back if spawn throws
     auto [task, handle] =
         karx::spawn(detail::RuntimeFuture<F>(std::move(future), core_), detail::ScheduleOnRuntime{std::move(ticket)});
@@ -172,10 +172,11 @@ class Runtime {
   // Runs `fn` on a thread of the blocking pool, which holds no processor.
   template <class Fn>
   JoinHandle<std::invoke_result_t<Fn>> spawn_blocking(Fn fn) {
-    detail::core_begin_spawn(core_, true);
+    detail::core_begin_spawn(core_);
     detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});
     auto [task, handle] =
         karx::spawn(detail::BlockingFuture<Fn>{std::move(fn)}, detail::ScheduleOnBlockingPool{std::move(ticket)});
+    detail::core_count_blocking_spawn(core_);
     task.schedule();
     return std::move(handle);
   }
