@@ -1,8 +1,13 @@
 // Misuse of the task layer gets a std::logic_error with a message, never undefined behaviour.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <coroutine>
+#include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "support/probes.hpp"
 
@@ -93,6 +98,35 @@ TEST(Misuse, PollingAFinishedAsyncThrows) {
   EXPECT_TRUE(mentions(message, "finished")) << message;
   auto b = std::move(a);
   EXPECT_THROW((void)probes::poll_once(a), std::logic_error);
+}
+
+karx::Async<> nothing() { co_return; }
+
+// Spawns until the runtime refuses (it is being destroyed); returns the refusal's message.
+karx::Async<std::string> spawn_until_refused(karx::Runtime* rt, std::atomic<bool>* started) {
+  started->store(true);
+  for (;;) {
+    try {
+      rt->spawn(nothing()).detach();
+    } catch (const std::logic_error& e) {
+      co_return e.what();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+TEST(Misuse, SpawningOntoARuntimeBeingDestroyedThrows) {
+  karx::RuntimeOptions o;
+  o.processors = 2;
+  auto rt = std::make_unique<karx::Runtime>(o);
+  std::atomic<bool> started{false};
+  auto handle = rt->spawn(spawn_until_refused(rt.get(), &started));
+  while (!started.load()) std::this_thread::yield();
+  // The destructor waits for the poll in progress, which spawns until it is refused.
+  rt.reset();
+  std::optional<std::string> message = karx::block_on(std::move(handle));
+  ASSERT_TRUE(message.has_value()) << "the task finished its poll before the runtime went";
+  EXPECT_TRUE(mentions(*message, "being destroyed")) << *message;
 }
 
 }  // namespace
