@@ -17,10 +17,8 @@ template <class T>
 class Channel {
  public:
   void send(T value) {
-    {
-      std::lock_guard lock(m_);
-      items_.push_back(std::move(value));
-    }
+    std::lock_guard lock(m_);  // notify under it: a late notify cannot outlive the channel
+    items_.push_back(std::move(value));
     cv_.notify_one();
   }
   std::optional<T> recv() {  // nullopt once closed and empty

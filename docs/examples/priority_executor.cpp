@@ -42,11 +42,11 @@ class PriorityExecutor {
 
   // Takes Task<int>, not Task<>: this executor needs the tag, so it is not a karx::Executor.
   void schedule(karx::Task<int> task) {
-    {
-      std::lock_guard lock(m_);
-      heap_.push_back(std::move(task));
-      std::push_heap(heap_.begin(), heap_.end(), by_priority);
-    }
+    // Notify under the lock: a wake from another thread must not touch the condition
+    // variable after the executor (which takes the lock to stop) is gone.
+    std::lock_guard lock(m_);
+    heap_.push_back(std::move(task));
+    std::push_heap(heap_.begin(), heap_.end(), by_priority);
     cv_.notify_one();
   }
 

@@ -30,10 +30,8 @@ class Core {
   }
 
   void schedule(karx::Task<> task) {
-    {
-      std::lock_guard lock(m_);
-      queue_.push_back(std::move(task));
-    }
+    std::lock_guard lock(m_);  // notify under it: a late notify cannot outlive the core
+    queue_.push_back(std::move(task));
     cv_.notify_one();
   }
 

@@ -27,10 +27,11 @@ class ThreadPool {
     for (auto& w : workers_) w.join();
   }
   void push(karx::Task<> t) {
-    {
-      std::lock_guard lock(m_);
-      queue_.push_back(std::move(t));
-    }
+    // Notify under the lock: a push may come from another thread's wake (the timer driver's),
+    // and once the task runs and its test ends, the pool is destroyed; the destructor takes
+    // the lock first, so it cannot destroy the condition variable under a late notify.
+    std::lock_guard lock(m_);
+    queue_.push_back(std::move(t));
     cv_.notify_one();
   }
   // A schedule function that pushes here.
