@@ -63,24 +63,13 @@ class Core {
 };
 static_assert(karx::Executor<Core>);
 
-// Gives other tasks a turn: wakes itself and reports pending once.
-struct Yield {
-  bool yielded = false;
-  karx::Poll<> poll(karx::Context& cx) {
-    if (yielded) return karx::ready();
-    yielded = true;
-    cx.waker().wake();
-    return karx::pending;
-  }
-};
-
 // Yields `rounds` times (rounds + 1 polls); returns how many polls ran off the home thread.
 karx::Async<int> pinned(const Core& home, int rounds) {
   int strays = 0;
   for (int i = 0;; ++i) {
     if (std::this_thread::get_id() != home.thread_id()) ++strays;
     if (i == rounds) co_return strays;
-    co_await Yield{};
+    co_await karx::yield_now();  // under this executor, a plain wake: back to the home queue
   }
 }
 

@@ -94,9 +94,16 @@ RuntimeCore* core_create(const RuntimeOptions& options) {
   return core.release();
 }
 
-void core_task_created(RuntimeCore* core) noexcept {
+namespace {
+// The current thread's worker if it is one of `core`'s (a worker or a guest), else nullptr.
+inline Worker* worker_of(const RuntimeCore* core) noexcept {
   Worker* w = current_worker;
-  if (w != nullptr && w->core == core) {
+  return w != nullptr && w->core == core ? w : nullptr;
+}
+}  // namespace
+
+void core_task_created(RuntimeCore* core) noexcept {
+  if (Worker* w = worker_of(core)) {
     w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return;
   }
@@ -105,8 +112,7 @@ void core_task_created(RuntimeCore* core) noexcept {
 }
 
 void core_task_freed(RuntimeCore* core) noexcept {
-  Worker* w = current_worker;
-  if (w != nullptr && w->core == core) {
+  if (Worker* w = worker_of(core)) {
     // A worker thread: the Runtime's destructor joins it before it reads task_balance.
     w->task_balance.store(w->task_balance.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     return;
@@ -137,8 +143,7 @@ void core_count_blocking_spawn(RuntimeCore* core) noexcept {
 }
 
 void core_note_completed(RuntimeCore* core) noexcept {
-  Worker* w = current_worker;
-  if (w != nullptr && w->core == core)
+  if (Worker* w = worker_of(core))
     w->bump(w->completed);
   else
     core->outside_completed.fetch_add(1, std::memory_order_relaxed);
@@ -146,10 +151,18 @@ void core_note_completed(RuntimeCore* core) noexcept {
 
 // --- Scheduling -----------------------------------------------------------------------------
 
+namespace {
+// A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
+void submit_local(RuntimeCore* core, Worker* w, Task<> task) noexcept {
+  push_local(w, std::move(task).into_raw());
+  core->wakep_after_seq_cst();
+}
+}  // namespace
+
 void core_schedule(RuntimeCore* core, Task<> task) noexcept {
-  Worker* w = current_worker;
+  Worker* w = worker_of(core);
   const bool yielding = std::exchange(yield_requested, false);
-  if (w != nullptr && w->core == core && !core->shutting_down.load(std::memory_order_relaxed)) {
+  if (w != nullptr && !core->shutting_down.load(std::memory_order_relaxed)) {
     if (yielding) {
       // yield_now: to the back of this worker's queue, behind what waits there (the injector
       // gets its turn every 61st tick). No wake-up: this worker is running and comes back to
@@ -157,9 +170,7 @@ void core_schedule(RuntimeCore* core, Task<> task) noexcept {
       push_back_local(w, std::move(task).into_raw());
       return;
     }
-    // A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
-    push_local(w, std::move(task).into_raw());
-    core->wakep_after_seq_cst();
+    submit_local(core, w, std::move(task));
     return;
   }
   // Not on one of our workers: the task may run, finish and be freed on a worker before this
@@ -172,17 +183,15 @@ void core_schedule(RuntimeCore* core, Task<> task) noexcept {
 
 void core_submit(RuntimeCore* core, Task<> task) noexcept {
   // Counted here, once the spawn has succeeded (a spawn whose allocation failed is no task).
-  Worker* w = current_worker;
-  if (w != nullptr && w->core == core)
+  Worker* w = worker_of(core);
+  if (w != nullptr)
     w->bump(w->spawned);
   else
     core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
-  if (w != nullptr && w->core == core && !core->shutting_down.load(std::memory_order_relaxed)) {
-    push_local(w, std::move(task).into_raw());
-    core->wakep_after_seq_cst();
-    return;
-  }
-  core_submit_outside(core, std::move(task));
+  if (w != nullptr && !core->shutting_down.load(std::memory_order_relaxed))
+    submit_local(core, w, std::move(task));
+  else
+    core_submit_outside(core, std::move(task));
 }
 
 void core_submit_outside(RuntimeCore* core, Task<> task) noexcept {

@@ -169,8 +169,11 @@ bool spin_for_work(Worker* w) noexcept {
 
 enum class Idle { got_slot, exit };
 
-// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
-Idle park_idle(Worker* w, bool holds_slot) noexcept {
+// The parking side of wakep's protocol, for workers and guests alike: stop searching, join
+// the idle list, give up the slot, then look for work once more. With `unless_shutting_down`
+// it does nothing else and returns false once the runtime is shutting down (shutdown has
+// unparked the idle list already, and a worker parking now would sleep its whole timeout).
+bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexcept {
   RuntimeCore& core = *w->core;
   if (w->searching) {
     w->searching = false;
@@ -178,7 +181,7 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept {
   }
   {
     std::lock_guard lock(core.idle_mutex);
-    if (core.shutting_down.load(std::memory_order_relaxed)) return Idle::exit;
+    if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
     w->given_slot.store(false, std::memory_order_relaxed);
     core.idle.push_back(w);
     core.idle_threads.fetch_add(1, std::memory_order_relaxed);
@@ -188,31 +191,35 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept {
   // sees our freed slot and hands it (maybe back to us).
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (core.work_visible()) core.wakep();
+  return true;
+}
 
+// Takes `w` off the idle list: true if it was still there; false if a wakep took it off first,
+// which it does under the same lock after setting given_slot: a slot is ours.
+bool leave_idle_list(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  std::lock_guard lock(core.idle_mutex);
+  auto it = std::find(core.idle.begin(), core.idle.end(), w);
+  if (it == core.idle.end()) return false;
+  core.idle.erase(it);
+  core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
+Idle park_idle(Worker* w, bool holds_slot) noexcept {
+  RuntimeCore& core = *w->core;
+  if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
   for (;;) {
     const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
     if (core.shutting_down.load(std::memory_order_acquire)) {
-      std::lock_guard lock(core.idle_mutex);
-      auto it = std::find(core.idle.begin(), core.idle.end(), w);
-      if (it != core.idle.end()) {
-        core.idle.erase(it);
-        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
-      } else if (w->given_slot.load(std::memory_order_relaxed)) {
+      if (!leave_idle_list(w) && w->given_slot.load(std::memory_order_relaxed))
         core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
-      }
       return Idle::exit;
     }
     if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;
-    if (!unparked) {
-      // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
-      std::lock_guard lock(core.idle_mutex);
-      auto it = std::find(core.idle.begin(), core.idle.end(), w);
-      if (it != core.idle.end()) {
-        core.idle.erase(it);
-        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
-        return Idle::exit;
-      }
-    }
+    // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
+    if (!unparked && leave_idle_list(w)) return Idle::exit;
   }
 }
 
@@ -345,33 +352,15 @@ namespace {
 // until wakep hands it a slot again or `done` is set.
 void guest_idle(Worker* w, const std::atomic<bool>& done) noexcept {
   RuntimeCore& core = *w->core;
-  if (w->searching) {
-    w->searching = false;
-    core.searching.fetch_sub(1, std::memory_order_acq_rel);
-  }
-  {
-    std::lock_guard lock(core.idle_mutex);
-    w->given_slot.store(false, std::memory_order_relaxed);
-    core.idle.push_back(w);
-    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (w->guest_holds_slot) {
-    w->guest_holds_slot = false;
-    core.free_slots.fetch_add(1, std::memory_order_acq_rel);
-  }
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with wakep's, as in park_idle
-  if (core.work_visible()) core.wakep();
+  // Joins even when shutting down: `done` comes then (shutdown cancels the root), and its
+  // waker unparks us.
+  join_idle_list(w, w->guest_holds_slot, false);
+  w->guest_holds_slot = false;
   for (;;) {
     if (w->given_slot.load(std::memory_order_acquire)) break;
     if (done.load(std::memory_order_acquire) || core.shutting_down.load(std::memory_order_acquire)) {
-      std::lock_guard lock(core.idle_mutex);
-      auto it = std::find(core.idle.begin(), core.idle.end(), w);
-      if (it != core.idle.end()) {
-        core.idle.erase(it);
-        core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
-        return;
-      }
-      break;  // a wakep took us off the list: its slot is ours (given_slot is set under the lock)
+      if (leave_idle_list(w)) return;
+      break;  // a wakep took us off the list: its slot is ours
     }
     w->parker.park();
   }
