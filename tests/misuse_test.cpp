@@ -1,11 +1,13 @@
 // Misuse of the task layer gets a std::logic_error with a message, never undefined behaviour.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -76,6 +78,7 @@ TEST(Misuse, AwaitingAMovedFromHandleThrows) {
   EXPECT_THROW((void)probes::poll_once(other), std::logic_error);
   karx::JoinHandle<int> none;
   EXPECT_THROW((void)probes::poll_once(none), std::logic_error);
+  EXPECT_TRUE(mentions(logic_error_of([&] { (void)none.waker(); }), "empty"));
   none.cancel();  // nothing to cancel: allowed
   none.detach();
 }
@@ -127,6 +130,82 @@ TEST(Misuse, SpawningOntoARuntimeBeingDestroyedThrows) {
   std::optional<std::string> message = karx::block_on(std::move(handle));
   ASSERT_TRUE(message.has_value()) << "the task finished its poll before the runtime went";
   EXPECT_TRUE(mentions(*message, "being destroyed")) << *message;
+}
+
+// Spawns blocking closures until the runtime refuses; returns the refusal's message.
+karx::Async<std::string> spawn_blocking_until_refused(karx::Runtime* rt, std::atomic<bool>* started) {
+  started->store(true);
+  for (;;) {
+    try {
+      rt->spawn_blocking([] { return 0; }).detach();
+    } catch (const std::logic_error& e) {
+      co_return e.what();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+TEST(Misuse, SpawnBlockingOntoARuntimeBeingDestroyedThrows) {
+  karx::RuntimeOptions o;
+  o.processors = 2;
+  auto rt = std::make_unique<karx::Runtime>(o);
+  std::atomic<bool> started{false};
+  auto handle = rt->spawn(spawn_blocking_until_refused(rt.get(), &started));
+  while (!started.load()) std::this_thread::yield();
+  rt.reset();
+  std::optional<std::string> message = karx::block_on(std::move(handle));
+  ASSERT_TRUE(message.has_value()) << "the task finished its poll before the runtime went";
+  EXPECT_TRUE(mentions(*message, "being destroyed")) << *message;
+}
+
+// The message of the std::invalid_argument that constructing a Runtime with `o` throws.
+std::string invalid_option(const karx::RuntimeOptions& o) {
+  try {
+    karx::Runtime rt(o);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no std::invalid_argument thrown)";
+}
+
+TEST(Misuse, EachOptionOutOfRangeSaysWhichAndWhy) {
+  karx::RuntimeOptions o;
+  o.processors = 4;
+  o.max_threads = 4;
+  std::string m = invalid_option(o);
+  EXPECT_TRUE(mentions(m, "max_threads (4)") && mentions(m, "processors + 1 (5)")) << m;
+
+  o = {};
+  o.processors = 2000;
+  m = invalid_option(o);
+  EXPECT_TRUE(mentions(m, "processors") && mentions(m, "1024") && mentions(m, "2000")) << m;
+
+  for (auto bad : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-5)}) {
+    o = {};
+    o.processors = 1;
+    o.blocking_threshold = bad;
+    m = invalid_option(o);
+    EXPECT_TRUE(mentions(m, "blocking_threshold must be positive")) << m;
+    o = {};
+    o.processors = 1;
+    o.idle_thread_timeout = bad;
+    m = invalid_option(o);
+    EXPECT_TRUE(mentions(m, "idle_thread_timeout must be positive")) << m;
+  }
+}
+
+TEST(Misuse, ABadKarxProcsSaysWhatItHoldsAndWhatIsAllowed) {
+  for (const char* bad : {"three", "0", "-2", "2x", "", "5000", "99999999999999999999"}) {
+    ::setenv("KARX_PROCS", bad, 1);
+    const std::string m = invalid_option(karx::RuntimeOptions{});
+    if (*bad == '\0') {
+      // Empty counts as unset: the default (hardware threads) applies.
+      EXPECT_EQ(m, "(no std::invalid_argument thrown)") << "KARX_PROCS=\"\"";
+    } else {
+      EXPECT_TRUE(mentions(m, "KARX_PROCS") && mentions(m, bad)) << "KARX_PROCS=" << bad << ": " << m;
+    }
+  }
+  ::unsetenv("KARX_PROCS");
 }
 
 }  // namespace

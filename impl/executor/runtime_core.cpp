@@ -84,10 +84,10 @@ RuntimeCore* core_create(const RuntimeOptions& options) {
   auto core = std::make_unique<RuntimeCore>(options, processors);
   core->schedtrace = schedtrace_from_environment();
   core->threads_alive.fetch_add(1, std::memory_order_relaxed);
-  core->threads_started.fetch_add(1, std::memory_order_relaxed);
   try {
     RuntimeCore* raw = core.get();
     core->monitor = std::thread([raw] { raw->monitor_main(); });
+    core->threads_started.fetch_add(1, std::memory_order_relaxed);
   } catch (const std::system_error& e) {
     throw std::system_error(e.code(), "karx::Runtime: cannot start the monitor thread");
   }
@@ -288,7 +288,6 @@ bool RuntimeCore::try_thread_budget() noexcept {
     if (alive >= options.max_threads) return false;
   } while (
       !threads_alive.compare_exchange_weak(alive, alive + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-  threads_started.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -303,13 +302,24 @@ Worker* RuntimeCore::start_worker() noexcept {
   try {
     w->given_slot.store(true, std::memory_order_relaxed);
     w->thread = std::thread([this, w] { worker_main(w); });
+    threads_started.fetch_add(1, std::memory_order_relaxed);
   } catch (...) {
-    // Thread creation failed (resource limits): keep running on the threads we have.
-    threads_alive.fetch_sub(1, std::memory_order_relaxed);
+    // Thread creation failed (resource limits): keep running on the threads we have, and let
+    // the monitor try again while the work is still waiting.
     w->exited = true;
+    thread_start_failed();
     return nullptr;
   }
   return w;
+}
+
+void RuntimeCore::thread_start_failed() noexcept {
+  threads_alive.fetch_sub(1, std::memory_order_relaxed);
+  thread_start_failures.fetch_add(1, std::memory_order_relaxed);
+  // The monitor may be parked for good (no slot taken): it must come back to retry. It
+  // parks only after seeing start_retry clear (seq_cst both sides, as for free_slots).
+  start_retry.store(true, std::memory_order_seq_cst);
+  wake_monitor();
 }
 
 // Under idle_mutex. Reuses the struct of a worker whose thread has exited (or whose guest
@@ -359,6 +369,7 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
   m.injector_depth = injector.size();
   m.threads_started = threads_started.load(std::memory_order_relaxed);
   m.blocking_tasks = blocking_spawned.load(std::memory_order_relaxed);
+  m.thread_start_failures = thread_start_failures.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -396,6 +407,20 @@ void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept {
 }
 
 namespace {
+// Starts a blocking-pool thread whose budget (try_thread_budget) and blocking_threads count
+// the caller has taken under blocking_mutex; the caller must not hold it.
+void start_blocking_thread(RuntimeCore* core) noexcept {
+  try {
+    std::thread([core] { core->blocking_main(); }).detach();
+    core->threads_started.fetch_add(1, std::memory_order_relaxed);
+  } catch (...) {
+    std::lock_guard lock(core->blocking_mutex);
+    --core->blocking_threads;
+    core->thread_start_failed();
+    core->blocking_exited.notify_all();
+  }
+}
+
 void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
   bool start = false;
   {
@@ -413,18 +438,24 @@ void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
     }
     // Otherwise at the thread cap: a busy blocking thread takes it when it is done.
   }
-  if (start) {
-    try {
-      std::thread([core] { core->blocking_main(); }).detach();
-    } catch (...) {
-      std::lock_guard lock(core->blocking_mutex);
-      --core->blocking_threads;
-      core->threads_alive.fetch_sub(1, std::memory_order_relaxed);
-      core->blocking_exited.notify_all();
-    }
-  }
+  if (start) start_blocking_thread(core);
 }
 }  // namespace
+
+void RuntimeCore::retry_thread_starts() noexcept {
+  // Workers: wakep hands a free slot to a new thread if work is queued; if that fails again,
+  // start_worker sets start_retry again.
+  if (work_visible()) wakep();
+  bool start = false;
+  {
+    std::lock_guard lock(blocking_mutex);
+    if (!blocking_closed && !blocking_queue.empty() && blocking_idle == 0 && try_thread_budget()) {
+      ++blocking_threads;
+      start = true;
+    }
+  }
+  if (start) start_blocking_thread(this);
+}
 
 void RuntimeCore::blocking_main() noexcept {
   std::unique_lock lock(blocking_mutex);

@@ -122,6 +122,10 @@ class RuntimeCore {
   std::atomic<std::uint64_t> outside_spawned{0};
   std::atomic<std::uint64_t> outside_completed{0};
   std::atomic<std::uint64_t> blocking_spawned{0};
+  std::atomic<std::uint64_t> thread_start_failures{0};
+  // A thread could not be started (resource limits) while work waited for it: the monitor
+  // retries, with backoff, until a start succeeds or the work is gone.
+  std::atomic<bool> start_retry{false};
 
   // Live tasks (see LiveNode): a circular list around `live`.
   SpinLock live_lock;  // held for a few pointer writes; a task that waits takes it twice
@@ -155,7 +159,9 @@ class RuntimeCore {
   void monitor_main() noexcept;
   void blocking_main() noexcept;
   void shutdown() noexcept;
-  bool try_thread_budget() noexcept;  // reserve one thread of max_threads
+  bool try_thread_budget() noexcept;    // reserve one thread of max_threads
+  void thread_start_failed() noexcept;  // count it, give the budget back, ask the monitor to retry
+  void retry_thread_starts() noexcept;  // the monitor's retry: a worker and a blocking thread
   RuntimeMetrics metrics() const noexcept;
 };
 

@@ -11,9 +11,20 @@ module karx.task;
 namespace karx {
 namespace {
 
+// Prints `error` and, for an exception the task layer wrapped (report_undeliverable), the
+// exception nested in it.
 void print_detached_exception(std::exception_ptr error) noexcept {
   try {
     std::rethrow_exception(error);
+  } catch (const undeliverable& e) {
+    std::fprintf(stderr, "karx: %s", e.what());
+    try {
+      e.rethrow_nested();
+    } catch (const std::exception& cause) {
+      std::fprintf(stderr, ": %s: %s\n", typeid(cause).name(), cause.what());
+    } catch (...) {
+      std::fprintf(stderr, ": an exception not derived from std::exception\n");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "karx: a detached task threw %s: %s\n", typeid(e).name(), e.what());
   } catch (...) {
@@ -46,6 +57,17 @@ void throw_unusable_handle(const char* operation, bool yielded) {
 
 void report_detached_exception(std::exception_ptr error) noexcept {
   current_handler.load(std::memory_order_acquire)(std::move(error));
+}
+
+void report_undeliverable(const char* what_happened) noexcept {
+  std::exception_ptr wrapped;
+  try {
+    // Nests the exception being handled (our caller is in a catch block).
+    throw undeliverable(what_happened);
+  } catch (...) {
+    wrapped = std::current_exception();  // or std::bad_alloc, if the wrapper could not be made
+  }
+  report_detached_exception(std::move(wrapped));
 }
 }  // namespace detail
 

@@ -80,6 +80,9 @@ inline void free_task(Header* h) noexcept {
 
 // Reports the exception of a task nobody awaits (the detached-exception handler).
 void report_detached_exception(std::exception_ptr) noexcept;
+// Called in a catch block where nobody can receive the exception: hands the handler a
+// std::runtime_error saying `what happened`, with the caught exception nested in it.
+void report_undeliverable(const char* what_happened) noexcept;
 
 }  // namespace karx::detail
 

@@ -30,13 +30,34 @@ Header* header_of(const void* data) noexcept { return static_cast<Header*>(const
   std::abort();
 }
 
-// Wakes (consuming) or drops a raw waker taken out of the awaiter slot.
-void wake_raw(RawWaker w) {
-  if (w.vtable != nullptr) w.vtable->wake(w.data);
+// Wakes (consuming) a raw waker taken out of the awaiter slot. The waker belongs to whoever
+// awaits the handle, not to the thread that completes or cancels the task, which cannot act
+// on its failure (and is often in a noexcept path): an exception goes to the handler.
+void wake_raw(RawWaker w) noexcept {
+  if (w.vtable == nullptr) return;
+  try {
+    w.vtable->wake(w.data);
+  } catch (...) {
+    report_undeliverable("a JoinHandle's waker threw when the task woke it (completion or cancellation)");
+  }
+}
+
+// The last-chance schedule (nobody can wake the task any more, its future is alive) happens
+// while a Waker or a JoinHandle is being dropped: there is no caller to throw to. If the
+// schedule function throws, the Task it was handed is dropped by the unwinding, which cancels
+// the task and destroys the future on this thread; the exception goes to the handler.
+void schedule_to_destroy(Header* h) noexcept {
+  try {
+    h->vtable->schedule(h);
+  } catch (...) {
+    report_undeliverable(
+        "a schedule function threw when the task was scheduled one last time to destroy its future (its last "
+        "Waker or its JoinHandle was dropped); the future was destroyed on the dropping thread instead");
+  }
 }
 
 // Releases one reference (the Task's or a Waker's).
-void drop_ref(Header* h) {
+void drop_ref(Header* h) noexcept {
   // acq_rel: release orders our use of the task before the decrement; acquire, if this was
   // the last reference, makes every other owner's writes visible before we destroy.
   std::size_t now = h->state.fetch_sub(REFERENCE, std::memory_order_acq_rel) - REFERENCE;
@@ -47,7 +68,7 @@ void drop_ref(Header* h) {
     // A plain store is enough: with no reference and no handle nobody else touches the word;
     // release publishes it to the run that the schedule function leads to.
     h->state.store(SCHEDULED | CLOSED | REFERENCE, std::memory_order_release);
-    h->vtable->schedule(h);
+    schedule_to_destroy(h);
   } else {
     free_task(h);
   }
@@ -368,7 +389,7 @@ void detach_handle(Header* h) noexcept {
         if ((state & CLOSED) != 0)
           free_task(h);
         else
-          h->vtable->schedule(h);
+          schedule_to_destroy(h);
       }
       return;
     }

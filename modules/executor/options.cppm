@@ -20,17 +20,18 @@ struct RuntimeOptions {
 
 // Counters (since the runtime started) and gauges (now). Read with Runtime::metrics().
 struct RuntimeMetrics {
-  std::uint64_t processors = 0;       // gauge: processors (parallelism)
-  std::uint64_t threads = 0;          // gauge: OS threads alive: workers, spares, blocking, monitor
-  std::uint64_t idle_threads = 0;     // gauge: threads parked without work
-  std::uint64_t tasks_spawned = 0;    // counter
-  std::uint64_t tasks_polled = 0;     // counter: polls run by workers
-  std::uint64_t tasks_completed = 0;  // counter: futures that returned ready (or threw)
-  std::uint64_t steals = 0;           // counter: successful steals (batches)
-  std::uint64_t handoffs = 0;         // counter: processors taken from a blocked worker
-  std::uint64_t injector_depth = 0;   // gauge: tasks in the global queue
-  std::uint64_t threads_started = 0;  // counter: OS threads ever started
-  std::uint64_t blocking_tasks = 0;   // counter: spawn_blocking calls
+  std::uint64_t processors = 0;             // gauge: processors (parallelism)
+  std::uint64_t threads = 0;                // gauge: OS threads alive: workers, spares, blocking, monitor
+  std::uint64_t idle_threads = 0;           // gauge: threads parked without work
+  std::uint64_t tasks_spawned = 0;          // counter
+  std::uint64_t tasks_polled = 0;           // counter: polls run by workers
+  std::uint64_t tasks_completed = 0;        // counter: futures that returned ready (or threw)
+  std::uint64_t steals = 0;                 // counter: successful steals (batches)
+  std::uint64_t handoffs = 0;               // counter: processors taken from a blocked worker
+  std::uint64_t injector_depth = 0;         // gauge: tasks in the global queue
+  std::uint64_t threads_started = 0;        // counter: OS threads ever started
+  std::uint64_t blocking_tasks = 0;         // counter: spawn_blocking calls
+  std::uint64_t thread_start_failures = 0;  // counter: OS threads that could not be started
 };
 
 }  // namespace karx

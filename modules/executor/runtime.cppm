@@ -2,6 +2,7 @@
 // runtime and exec, block_on, blocking, yield_now.
 module;
 #include <atomic>
+#include <concepts>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -146,6 +147,7 @@ class Runtime {
   }
 
   template <Future F>
+    requires std::move_constructible<F>  // and so a non-throwing destructor
   JoinHandle<output_of<F>> spawn(F future) {
     detail::core_begin_spawn(core_);
     detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});  // gives the count back if spawn throws
@@ -160,6 +162,7 @@ class Runtime {
   // outside the runtime's workers, the calling thread takes a free processor while it waits
   // and runs tasks itself (the root first), so a small job runs without waking a worker.
   template <Future F>
+    requires std::move_constructible<F>  // and so a non-throwing destructor
   output_of<F> block_on(F future) {
     detail::GuestScope guest(core_);
     auto handle = spawn(std::move(future));
@@ -190,6 +193,7 @@ class Runtime {
 // spawn_on for the runtime: its tasks carry the runtime's own bookkeeping (shutdown reaches
 // them, metrics count them), so this is Runtime::spawn.
 template <Future F>
+  requires std::move_constructible<F>  // and so a non-throwing destructor
 JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
   return runtime.spawn(std::move(future));
 }
@@ -199,6 +203,7 @@ JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
 Runtime& global_runtime();
 
 template <Future F>
+  requires std::move_constructible<F>  // and so a non-throwing destructor
 JoinHandle<output_of<F>> exec(F future) {
   return global_runtime().spawn(std::move(future));
 }

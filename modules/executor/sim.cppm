@@ -5,6 +5,7 @@
 // failed (docs/examples/sim_search.cpp).
 module;
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -40,6 +41,7 @@ class Simulation {
   void schedule(Task<> task);
 
   template <Future F>
+    requires std::move_constructible<F>  // and so a non-throwing destructor
   JoinHandle<output_of<F>> spawn(F future) {
     return spawn_on(*this, std::move(future));
   }
@@ -55,6 +57,7 @@ class Simulation {
   // exception). Throws std::logic_error when it can never complete: it is pending while no
   // task is ready and no timer pending (a deadlock; the message gives the seed to replay).
   template <Future F>
+    requires std::move_constructible<F>  // and so a non-throwing destructor
   output_of<F> block_on(F future) {
     auto handle = spawn(std::move(future));
     Waker waker = noop_waker();

@@ -20,6 +20,7 @@ concept Executor = requires(E& executor, Task<> task) { executor.schedule(std::m
 // executor.schedule(), and the task is scheduled once right away. The executor must outlive
 // the task (the schedule function holds a reference to it), as a queue outlives its items.
 template <Executor E, Future F>
+  requires std::move_constructible<F>  // and so a non-throwing destructor
 JoinHandle<output_of<F>> spawn_on(E& executor, F future) {
   auto [task, handle] = spawn(std::move(future), [&executor](Task<> t) { executor.schedule(std::move(t)); });
   executor.schedule(std::move(task));
