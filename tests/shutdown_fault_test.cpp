@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,6 +61,9 @@ std::string name_of(Kind k) {
   }
   return "?";
 }
+
+// gtest prints the parameter with this (test names and ctest's names show the kind).
+void PrintTo(Kind k, std::ostream* os) { *os << name_of(k); }
 
 // What the tasks of one case share: the counters, and the wakers they leave behind.
 struct Shared {
