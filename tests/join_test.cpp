@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
+#include <deque>
 #include <coroutine>
 #include <memory>
 #include <optional>
@@ -367,6 +368,32 @@ TEST(Join, JoinRacesWithTaskCancel) {
     EXPECT_COUNTS(c, .future_drops = 1, .schedule_drops = 1, .tag_drops = 1);
     if (testing::Test::HasFailure()) return;
   }
+}
+
+// A future that awaits its own task's handle: the handle's registered awaiter is then the
+// task's own waker, a reference the task holds on itself.
+struct AwaitsItsOwnHandle {
+  std::optional<karx::JoinHandle<int>>* own;
+  DropCounter drop;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (own->has_value() && **own) (void)(*own)->poll(cx);  // pending: registers cx.waker()
+    return karx::pending;
+  }
+};
+
+TEST(Join, DetachingAHandleTheTaskItselfAwaitedLetsTheTaskGo) {
+  Counts c;
+  std::deque<karx::Task<>> queue;
+  std::optional<karx::JoinHandle<int>> handle;
+  auto [task, h] = karx::spawn(AwaitsItsOwnHandle{&handle, DropCounter(c.future_drops)},
+                               [&queue](karx::Task<> t) { queue.push_back(std::move(t)); });
+  handle.emplace(std::move(h));
+  EXPECT_FALSE(task.run());  // pending; the task's own waker now sits in its awaiter slot
+  EXPECT_EQ(c.future_drops.load(), 0);
+  handle->detach();  // nothing else references the task: it must be scheduled to destroy its future
+  ASSERT_EQ(queue.size(), 1u) << "the task kept itself alive through its own awaiter waker";
+  EXPECT_EQ(probes::drain(queue), 1);
+  EXPECT_EQ(c.future_drops.load(), 1);
 }
 
 }  // namespace

@@ -371,6 +371,16 @@ void detach_handle(Header* h) noexcept {
   std::size_t state = INITIAL;
   if (h->state.compare_exchange_strong(state, INITIAL & ~HANDLE, std::memory_order_acq_rel, std::memory_order_acquire))
     return;
+  if ((state & AWAITER) != 0) {
+    // Nobody will await any more: let go of the waker the handle registered now, not when the
+    // block is freed. It may be the task's own (a task that awaited its own handle), whose
+    // reference would otherwise keep the task alive for ever, its future never destroyed.
+    // While HANDLE is still set, dropping it cannot free the block or schedule the final run:
+    // that is decided below, with the count it leaves.
+    RawWaker stale = take_awaiter(h, nullptr);
+    if (stale.vtable != nullptr) stale.vtable->drop(stale.data);
+    state = h->state.load(std::memory_order_acquire);
+  }
   for (;;) {
     if ((state & COMPLETED) != 0 && (state & CLOSED) == 0) {
       // Completed and the output not taken: close it and drop the output (report an exception).
