@@ -16,8 +16,8 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
-#include <deque>
 #include <coroutine>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <stdexcept>
