@@ -45,8 +45,9 @@ void core_note_completed(RuntimeCore* core) noexcept;
 // elsewhere) and destroy their futures. A task that never returned Pending is always in a
 // queue or being polled, where shutdown finds it anyway: most tasks finish in their first
 // poll and never touch the list's lock. `task` is the task's own waker, borrowed: the list
-// never owns a reference (a task listed is alive, since unlisting happens in its future's
-// destructor, under the list's lock). Three words: every pending task carries one.
+// never owns a reference (a task listed is alive, since unlisting happens at the end of its
+// future's destruction, under the list's lock, while whoever destroys it still holds a
+// reference). Three words: every pending task carries one.
 struct LiveNode {
   LiveNode* prev = nullptr;
   LiveNode* next = nullptr;
@@ -121,32 +122,40 @@ struct ScheduleOnBlockingPool {
 template <class F>
 class RuntimeFuture {
  public:
-  RuntimeFuture(F future, RuntimeCore* core) : inner_(std::move(future)), core_(core) {}
-  RuntimeFuture(RuntimeFuture&& o) : inner_(std::move(o.inner_)), core_(o.core_) {}  // before the first poll only
+  RuntimeFuture(F future, RuntimeCore* core) : listing_{core, {}}, inner_(std::move(future)) {}
+  RuntimeFuture(RuntimeFuture&& o)
+      : listing_{o.listing_.core, {}}, inner_(std::move(o.inner_)) {}  // before the first poll only
   RuntimeFuture& operator=(RuntimeFuture&&) = delete;
-  ~RuntimeFuture() {
-    if (node_.listed()) core_unlist(core_, &node_);
-  }
 
   auto poll(Context& cx) {
+    RuntimeCore* core = listing_.core;
     try {
       auto p = inner_.poll(cx);
       if (p.is_ready())
-        core_note_completed(core_);
-      else if (!node_.listed())
+        core_note_completed(core);
+      else if (!listing_.node.listed())
         // Listed before the poll returns: until then no other thread can run or drop the task.
-        core_list(core_, &node_, cx.waker());
+        core_list(core, &listing_.node, cx.waker());
       return p;
     } catch (...) {
-      core_note_completed(core_);
+      core_note_completed(core);
       throw;
     }
   }
 
  private:
+  // Declared before inner_, so destroyed after it: a task leaves the live list only once the
+  // user's future is gone, and the Runtime's destructor, which waits for the list to empty,
+  // returns only after every future's destructor has (on whichever thread ran it).
+  struct Listing {
+    RuntimeCore* core;
+    LiveNode node;
+    ~Listing() {
+      if (node.listed()) core_unlist(core, &node);
+    }
+  };
+  Listing listing_;
   F inner_;
-  RuntimeCore* core_;
-  LiveNode node_;
 };
 
 }  // namespace karx::detail

@@ -250,6 +250,7 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
   searching.fetch_add(1, std::memory_order_acq_rel);
 
   Worker* w = nullptr;
+  bool retry = false;
   {
     std::lock_guard lock(idle_mutex);
     if (shutting_down.load(std::memory_order_relaxed)) {
@@ -260,14 +261,17 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
       idle_threads.fetch_sub(1, std::memory_order_relaxed);
       w->given_slot.store(true, std::memory_order_relaxed);  // published by unpark's release
     } else {
-      w = start_worker();
+      w = start_worker(retry);
     }
   }
   if (w == nullptr) {
-    // No thread to give the slot to (at the thread cap, or shutting down): return it. The
-    // work stays queued for the workers that hold slots, or for a later wakep.
+    // No thread to give the slot to (at the thread cap, the start failed, or shutting down):
+    // return it. The work stays queued for the workers that hold slots, or for a later wakep;
+    // after a refusal or a failure the monitor retries, asked only now that the slot is back
+    // (asked earlier, its retry could find the slot still taken, give up, and never retry).
     searching.fetch_sub(1, std::memory_order_acq_rel);
     free_slots.fetch_add(1, std::memory_order_acq_rel);
+    if (retry) ask_for_retry();
     return;
   }
   w->parker.unpark();
@@ -292,11 +296,15 @@ bool RuntimeCore::try_thread_budget() noexcept {
 }
 
 // Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
-Worker* RuntimeCore::start_worker() noexcept {
+Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   Worker* w = register_worker();
-  if (w == nullptr) return nullptr;
-  if (!try_thread_budget()) {
-    w->exited = true;
+  if (w == nullptr || !try_thread_budget()) {
+    // At the thread cap. Work may wait for good if the threads that hold the budget are idle
+    // blocking-pool threads (they leave only after idle_thread_timeout) or will never pass by
+    // the queues again: the monitor retries and makes room.
+    if (w != nullptr) w->exited = true;
+    worker_refused_at_cap.store(true, std::memory_order_relaxed);
+    retry = true;
     return nullptr;
   }
   try {
@@ -308,6 +316,7 @@ Worker* RuntimeCore::start_worker() noexcept {
     // the monitor try again while the work is still waiting.
     w->exited = true;
     thread_start_failed();
+    retry = true;
     return nullptr;
   }
   return w;
@@ -316,6 +325,9 @@ Worker* RuntimeCore::start_worker() noexcept {
 void RuntimeCore::thread_start_failed() noexcept {
   threads_alive.fetch_sub(1, std::memory_order_relaxed);
   thread_start_failures.fetch_add(1, std::memory_order_relaxed);
+}
+
+void RuntimeCore::ask_for_retry() noexcept {
   // The monitor may be parked for good (no slot taken): it must come back to retry. It
   // parks only after seeing start_retry clear (seq_cst both sides, as for free_slots).
   start_retry.store(true, std::memory_order_seq_cst);
@@ -417,6 +429,7 @@ void start_blocking_thread(RuntimeCore* core) noexcept {
     std::lock_guard lock(core->blocking_mutex);
     --core->blocking_threads;
     core->thread_start_failed();
+    core->ask_for_retry();  // under the lock: the retry sees the pool as it now is
     core->blocking_exited.notify_all();
   }
 }
@@ -435,6 +448,10 @@ void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
     } else if (core->try_thread_budget()) {
       ++core->blocking_threads;
       start = true;
+    } else if (core->blocking_threads == 0) {
+      // At the thread cap with no pool thread to take it when done: the workers hold the
+      // budget. The monitor retries, and asks an idle spare worker to make room.
+      core->ask_for_retry();
     }
     // Otherwise at the thread cap: a busy blocking thread takes it when it is done.
   }
@@ -443,18 +460,56 @@ void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
 }  // namespace
 
 void RuntimeCore::retry_thread_starts() noexcept {
-  // Workers: wakep hands a free slot to a new thread if work is queued; if that fails again,
-  // start_worker sets start_retry again.
-  if (work_visible()) wakep();
-  bool start = false;
+  // Workers: wakep hands a free slot to a new thread if work is queued; if the start fails or
+  // the cap refuses it, start_worker sets start_retry again. At the cap, an idle pool thread
+  // is asked to leave, so the next round finds room.
+  if (work_visible()) {
+    worker_refused_at_cap.store(false, std::memory_order_relaxed);
+    wakep();
+    if (worker_refused_at_cap.load(std::memory_order_relaxed)) trim_idle_blocking_thread();
+  }
+  // The blocking pool: closures wait and no pool thread is idle.
+  bool start = false, at_cap = false;
   {
     std::lock_guard lock(blocking_mutex);
-    if (!blocking_closed && !blocking_queue.empty() && blocking_idle == 0 && try_thread_budget()) {
-      ++blocking_threads;
-      start = true;
+    if (!blocking_closed && !blocking_queue.empty() && blocking_idle == 0) {
+      if (try_thread_budget()) {
+        ++blocking_threads;
+        start = true;
+      } else if (blocking_threads == 0) {
+        at_cap = true;  // no pool thread will come by: the workers hold the budget
+      }
     }
   }
   if (start) start_blocking_thread(this);
+  if (at_cap) {
+    trim_idle_worker();
+    ask_for_retry();
+  }
+}
+
+void RuntimeCore::trim_idle_blocking_thread() noexcept {
+  std::lock_guard lock(blocking_mutex);
+  if (blocking_idle > blocking_trim) {
+    ++blocking_trim;
+    blocking_cv.notify_all();  // one idle thread takes the request; the others wait on
+  }
+}
+
+void RuntimeCore::trim_idle_worker() noexcept {
+  Worker* w = nullptr;
+  bool retry = false;
+  {
+    std::lock_guard lock(idle_mutex);
+    // The oldest idle spare (wakep takes the newest); never a guest, which is no thread of ours.
+    auto it = std::find_if(idle.begin(), idle.end(), [](const Worker* x) { return !x->guest; });
+    if (it == idle.end()) return;
+    w = *it;
+    idle.erase(it);
+    idle_threads.fetch_sub(1, std::memory_order_relaxed);
+    w->exit_requested.store(true, std::memory_order_relaxed);  // published by unpark's release
+  }
+  w->parker.unpark();
 }
 
 void RuntimeCore::blocking_main() noexcept {
@@ -464,11 +519,16 @@ void RuntimeCore::blocking_main() noexcept {
       if (blocking_closed) break;
       ++blocking_idle;
       idle_threads.fetch_add(1, std::memory_order_relaxed);
-      const bool got = blocking_cv.wait_for(lock, options.idle_thread_timeout,
-                                            [&] { return blocking_closed || !blocking_queue.empty(); });
+      const bool got = blocking_cv.wait_for(lock, options.idle_thread_timeout, [&] {
+        return blocking_closed || !blocking_queue.empty() || blocking_trim > 0;
+      });
       --blocking_idle;
       idle_threads.fetch_sub(1, std::memory_order_relaxed);
       if (!got) break;  // idle too long: exit
+      if (blocking_queue.empty() && blocking_trim > 0) {
+        --blocking_trim;  // make room under the thread cap for a worker
+        break;
+      }
       continue;
     }
     RawTask task = blocking_queue.front();
@@ -541,6 +601,21 @@ void RuntimeCore::shutdown() noexcept {
     }
   }
   for (Waker& w : idle_tasks) std::move(w).wake_and_release();
+
+  // A task woken by another thread just before ours was a no-op has its future destroyed on
+  // that thread (its schedule call finds the injector closed): wait for it, so that no future
+  // of this runtime outlives its destructor. Nothing can stay listed: every queue is drained
+  // and closed, no worker runs, and a listed task leaves the list once its future is gone.
+  for (int spins = 0;; ++spins) {
+    {
+      std::lock_guard lock(live_lock);
+      if (live.next == &live) break;
+    }
+    if (spins < 64)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 }  // namespace karx::detail

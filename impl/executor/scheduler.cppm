@@ -56,6 +56,9 @@ struct Worker {
   std::atomic<std::uint64_t> poll_word{0};
   // Set (under the idle lock) by whoever hands this idle worker a slot, before unparking it.
   std::atomic<bool> given_slot{false};
+  // Set (under the idle lock, after taking it off the idle list) by the monitor when the
+  // thread cap keeps blocking-pool work waiting: this idle spare exits to make room.
+  std::atomic<bool> exit_requested{false};
   // The thread returned (spare timeout or shutdown) or the guest left; the struct may get a
   // new thread or guest.
   bool exited = false;  // guarded by the idle lock
@@ -126,6 +129,9 @@ class RuntimeCore {
   // A thread could not be started (resource limits) while work waited for it: the monitor
   // retries, with backoff, until a start succeeds or the work is gone.
   std::atomic<bool> start_retry{false};
+  // start_worker was refused by the thread cap (read by the monitor's retry, which then asks
+  // an idle blocking-pool thread to make room).
+  std::atomic<bool> worker_refused_at_cap{false};
 
   // Live tasks (see LiveNode): a circular list around `live`.
   SpinLock live_lock;  // held for a few pointer writes; a task that waits takes it twice
@@ -143,6 +149,7 @@ class RuntimeCore {
   bool blocking_closed = false;
   unsigned blocking_idle = 0;
   unsigned blocking_threads = 0;
+  unsigned blocking_trim = 0;  // idle pool threads asked to exit (the cap keeps a worker out)
   std::condition_variable blocking_exited;
 
   // --- Functions (impl/executor/*.cpp) ---
@@ -153,15 +160,20 @@ class RuntimeCore {
   void wakep_after_seq_cst() noexcept;
   void wake_monitor() noexcept;  // after a slot was taken: the monitor must watch it
   bool work_visible() const noexcept;
-  Worker* start_worker() noexcept;     // under idle_mutex; nullptr at the thread cap or on failure
+  // Under idle_mutex; nullptr at the thread cap or on failure, with `retry` set: the caller
+  // asks the monitor to retry once it has given its slot back.
+  Worker* start_worker(bool& retry) noexcept;
   Worker* register_worker() noexcept;  // under idle_mutex: an exited struct or a new one
   void worker_main(Worker* w) noexcept;
   void monitor_main() noexcept;
   void blocking_main() noexcept;
   void shutdown() noexcept;
-  bool try_thread_budget() noexcept;    // reserve one thread of max_threads
-  void thread_start_failed() noexcept;  // count it, give the budget back, ask the monitor to retry
-  void retry_thread_starts() noexcept;  // the monitor's retry: a worker and a blocking thread
+  bool try_thread_budget() noexcept;          // reserve one thread of max_threads
+  void thread_start_failed() noexcept;        // count it and give the budget back
+  void ask_for_retry() noexcept;              // work waits for a thread: the monitor retries the start
+  void retry_thread_starts() noexcept;        // the monitor's retry: a worker and a blocking thread
+  void trim_idle_blocking_thread() noexcept;  // at the cap: an idle pool thread exits
+  void trim_idle_worker() noexcept;           // at the cap: an idle spare worker exits
   RuntimeMetrics metrics() const noexcept;
 };
 

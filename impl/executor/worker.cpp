@@ -212,6 +212,11 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept {
   if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
   for (;;) {
     const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
+    if (w->exit_requested.load(std::memory_order_acquire)) {
+      // The monitor took us off the idle list to make room under the thread cap.
+      w->exit_requested.store(false, std::memory_order_relaxed);
+      return Idle::exit;
+    }
     if (core.shutting_down.load(std::memory_order_acquire)) {
       if (!leave_idle_list(w) && w->given_slot.load(std::memory_order_relaxed))
         core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
