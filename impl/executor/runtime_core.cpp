@@ -498,7 +498,6 @@ void RuntimeCore::trim_idle_blocking_thread() noexcept {
 
 void RuntimeCore::trim_idle_worker() noexcept {
   Worker* w = nullptr;
-  bool retry = false;
   {
     std::lock_guard lock(idle_mutex);
     // The oldest idle spare (wakep takes the newest); never a guest, which is no thread of ours.
