@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -50,19 +51,19 @@ TEST(RunQueue, PushPopIsFifoAndBounded) {
   EXPECT_TRUE(q.empty());
 }
 
-TEST(RunQueue, StealTakesTheOlderHalfRoundedUp) {
+TEST(RunQueue, StealTakesTheOlderHalfRoundedUpAndReturnsTheNewestOfIt) {
   Items items(16);
   Queue victim, thief;
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(victim.push(items.at(i)));
-  EXPECT_EQ(victim.steal_into(thief), 3u);
+  EXPECT_EQ(victim.steal_into(thief), items.at(2)) << "items 0, 1 and 2 are taken; 2 is for the thief to run";
   EXPECT_EQ(victim.size(), 2u);
-  EXPECT_EQ(thief.size(), 3u);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(*thief.pop(), items.at(i));
+  EXPECT_EQ(thief.size(), 2u);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(*thief.pop(), items.at(i));
   for (int i = 3; i < 5; ++i) EXPECT_EQ(*victim.pop(), items.at(i));
-  EXPECT_EQ(victim.steal_into(thief), 0u) << "nothing to steal from an empty queue";
+  EXPECT_EQ(victim.steal_into(thief), nullptr) << "nothing to steal from an empty queue";
   ASSERT_TRUE(victim.push(items.at(9)));
-  EXPECT_EQ(victim.steal_into(thief), 1u) << "one item is stolen whole";
-  EXPECT_EQ(*thief.pop(), items.at(9));
+  EXPECT_EQ(victim.steal_into(thief), items.at(9)) << "one item is stolen whole, straight to the thief";
+  EXPECT_TRUE(thief.empty()) << "nothing published for a single item";
 }
 
 TEST(RunQueue, TakeHalfForSpillEmptiesTheOlderHalfOfAFullQueue) {
@@ -96,7 +97,9 @@ TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
       auto mine = std::make_unique<Big>();
       for (;;) {
         const bool finished = done_pushing.load(std::memory_order_acquire);
-        if (owner_queue.steal_into(*mine) == 0 && finished && owner_queue.empty()) break;
+        int* stolen = owner_queue.steal_into(*mine);
+        if (stolen == nullptr && finished && owner_queue.empty()) break;
+        if (stolen != nullptr) items.take(stolen);
         while (auto item = mine->pop()) items.take(*item);
       }
     });
@@ -115,6 +118,81 @@ TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
   while (auto item = owner_queue.pop()) items.take(*item);
   for (auto& t : thieves) t.join();
   for (int* p : overflow) items.take(p);
+
+  std::size_t missing = 0, duplicated = 0;
+  for (std::size_t i = 0; i < kItems; ++i) {
+    const int n = items.taken[i].load();
+    missing += n == 0;
+    duplicated += n > 1;
+  }
+  EXPECT_EQ(missing, 0u);
+  EXPECT_EQ(duplicated, 0u);
+}
+
+// As the runtime's workers do: every thread owns a queue, pops its own, and steals from any
+// other, including from thieves that have just stolen. A thief that published everything it
+// stole and popped one back could find its queue emptied by another thief in between (the
+// runtime then ran a garbage task pointer): the stolen item it runs comes back from the steal.
+TEST(RunQueue, ThievesStealingFromThievesTakeEveryItemExactlyOnce) {
+  using Big = karx::detail::RunQueue<int*, 256>;
+  constexpr std::size_t kItems = 200000;
+  constexpr int kThreads = 4;  // thread 0 also produces
+  Items items(kItems);
+  std::vector<std::unique_ptr<Big>> queues;
+  for (int i = 0; i < kThreads; ++i) queues.push_back(std::make_unique<Big>());
+  std::atomic<std::size_t> taken{0};
+  std::atomic<bool> done_pushing{false};
+  std::mutex overflow_mu;
+  std::vector<int*> overflow;
+
+  const auto take = [&](int* p) {
+    items.take(p);
+    taken.fetch_add(1, std::memory_order_relaxed);
+  };
+  // A lost item would keep everyone looking for it: give up after a generous deadline, and
+  // let the counts below say what went missing.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto work = [&](int me) {
+    std::uint32_t rng = 0x9e3779b9u * static_cast<std::uint32_t>(me + 1);
+    Big& mine = *queues[me];
+    for (;;) {
+      if (auto item = mine.pop()) {
+        take(*item);
+        continue;
+      }
+      rng ^= rng << 13;
+      rng ^= rng >> 17;
+      rng ^= rng << 5;
+      const int victim = static_cast<int>(rng % kThreads);
+      if (victim != me)
+        if (int* stolen = queues[victim]->steal_into(mine)) take(stolen);
+      if (done_pushing.load(std::memory_order_acquire) && taken.load(std::memory_order_relaxed) >= kItems) break;
+      if (std::chrono::steady_clock::now() > deadline) break;
+      {
+        std::lock_guard lock(overflow_mu);
+        if (!overflow.empty()) {
+          take(overflow.back());
+          overflow.pop_back();
+        }
+      }
+    }
+  };
+
+  std::vector<std::thread> threads;
+  for (int t = 1; t < kThreads; ++t) threads.emplace_back(work, t);
+  std::array<int*, 128> batch{};
+  for (std::size_t i = 0; i < kItems; ++i) {
+    while (!queues[0]->push(items.at(i))) {
+      const std::uint32_t n = queues[0]->take_half_for_spill(batch.data());
+      std::lock_guard lock(overflow_mu);
+      overflow.insert(overflow.end(), batch.begin(), batch.begin() + n);
+    }
+    if (i % 4 == 0)
+      if (auto item = queues[0]->pop()) take(*item);
+  }
+  done_pushing.store(true, std::memory_order_release);
+  work(0);
+  for (auto& t : threads) t.join();
 
   std::size_t missing = 0, duplicated = 0;
   for (std::size_t i = 0; i < kItems; ++i) {

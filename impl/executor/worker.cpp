@@ -61,9 +61,9 @@ RawTask steal(Worker* w) noexcept {
     for (unsigned k = 0; k < n; ++k) {
       Worker* victim = core.workers[(start + k) % n].get();
       if (victim == w) continue;
-      if (victim->local.steal_into(w->local) != 0) {
+      if (RawTask t = victim->local.steal_into(w->local)) {
         w->bump(w->steals);
-        return *w->local.pop();
+        return t;
       }
       // The victim's runnext too (Go does; a LIFO slot nobody may steal can starve a task),
       // but only on later rounds, so a task that is about to run on its own worker stays.
@@ -90,9 +90,9 @@ RawTask steal_from_blocked(Worker* w) noexcept {
     const std::uint64_t word = victim->poll_word.load(std::memory_order_relaxed);
     if ((word & kRevoked) == 0 || !in_poll(word)) continue;
     if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
-    if (victim->local.steal_into(w->local) != 0) {
+    if (RawTask t = victim->local.steal_into(w->local)) {
       w->bump(w->steals);
-      return *w->local.pop();
+      return t;
     }
   }
   return nullptr;
@@ -405,6 +405,11 @@ void guest_leave(Worker* w) noexcept {
     // What is still queued here (tasks the root spawned and did not wait for) goes to the
     // injector; spill_all wakes a worker for it, which can now take the slot just freed.
     spill_all(w);
+    // The slot may have come from a wakep meant for work elsewhere (the injector): a guest
+    // woken with a slot just as its root completed gives it back here, so look again, as a
+    // parking worker does (the fence pairs with wakep's). The soak test lost a task this way.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (core.work_visible()) core.wakep();
   }
   current_worker = nullptr;
   std::lock_guard lock(core.idle_mutex);

@@ -15,7 +15,8 @@
 //    happens-before the rewrite.
 //  - steal: the thief copies into its own queue's unpublished slots (its queue must have room:
 //    a thief steals only when its own queue is empty or nearly so), CASes the victim's
-//    `head`, and only then publishes its own `tail` (release).
+//    `head`, and only then publishes its own `tail` (release); the newest item taken is
+//    returned to it, never published.
 module;
 #include <array>
 #include <atomic>
@@ -76,27 +77,31 @@ class RunQueue {
     }
   }
 
-  // Any thread but the owner: moves half of this queue (rounded up) to the tail of `dst`,
-  // which the calling thread owns and which must have room for Capacity / 2 more items.
-  // Returns how many moved.
-  std::uint32_t steal_into(RunQueue& dst) noexcept {
+  // Any thread but the owner: takes half of this queue (rounded up), the older items. Returns
+  // the newest of them, for the caller to run now, and moves the others to the tail of
+  // `dst`, which the calling thread owns and which must have room for Capacity / 2 more
+  // items. nullptr if there was nothing to take. (Returning one item rather than publishing
+  // all of them in `dst` and popping one back, as Go's runqsteal does: once published, the
+  // items can be stolen from `dst` by another thief before our pop, which then finds nothing.)
+  T steal_into(RunQueue& dst) noexcept {
     const std::uint32_t dst_tail = dst.tail_.load(std::memory_order_relaxed);  // the caller owns dst
     std::uint32_t h = head_.load(std::memory_order_acquire);
     for (;;) {
       const std::uint32_t t = tail_.load(std::memory_order_acquire);
       std::uint32_t n = t - h;
       n -= n / 2;
-      if (n == 0) return 0;
+      if (n == 0) return nullptr;
       if (n > Capacity / 2) {  // h and t read at different moments: inconsistent, reread
         h = head_.load(std::memory_order_acquire);
         continue;
       }
-      for (std::uint32_t i = 0; i < n; ++i)
+      for (std::uint32_t i = 0; i + 1 < n; ++i)
         dst.slots_[(dst_tail + i) & kMask].store(slots_[(h + i) & kMask].load(std::memory_order_relaxed),
                                                  std::memory_order_relaxed);
+      const T newest = slots_[(h + n - 1) & kMask].load(std::memory_order_relaxed);
       if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        dst.tail_.store(dst_tail + n, std::memory_order_release);
-        return n;
+        if (n > 1) dst.tail_.store(dst_tail + n - 1, std::memory_order_release);
+        return newest;
       }
     }
   }
