@@ -24,27 +24,6 @@ struct WakeFailure : std::runtime_error {
   WakeFailure() : std::runtime_error("wake failed") {}
 };
 
-// The one report the handler received must be a karx::undeliverable wrapping an E.
-template <class E>
-::testing::AssertionResult reported_once() {
-  if (probes::detached_calls() != 1)
-    return ::testing::AssertionFailure() << probes::detached_calls() << " reports instead of 1";
-  try {
-    std::rethrow_exception(probes::detached_last());
-  } catch (const karx::undeliverable& e) {
-    try {
-      e.rethrow_nested();
-    } catch (const E&) {
-      return ::testing::AssertionSuccess();
-    } catch (...) {
-      return ::testing::AssertionFailure() << "another exception is nested in: " << e.what();
-    }
-    return ::testing::AssertionFailure() << "nothing nested in: " << e.what();
-  } catch (...) {
-    return ::testing::AssertionFailure() << "the report is not a karx::undeliverable";
-  }
-}
-
 // A future whose destructor may throw. The task layer destroys futures in completions,
 // cancels and drops, where nobody could receive the exception, so spawning one is rejected at
 // compile time: every spawning function requires std::move_constructible<F>, which includes
@@ -155,7 +134,7 @@ TEST_F(WakerFnFaultInTheTaskLayer, AHandlesWakerThatThrowsOnCompletionIsReported
   EXPECT_NO_THROW(woken_during_run = task.run()) << "the awaiter's exception is not the executor's";
   EXPECT_FALSE(woken_during_run);
   EXPECT_EQ(calls.load(), 1);
-  EXPECT_TRUE(reported_once<WakeFailure>());
+  EXPECT_TRUE(probes::undeliverable_reported_once<WakeFailure>());
   auto r = probes::poll_once(handle);
   ASSERT_TRUE(r.is_ready());
   ASSERT_TRUE(r.value().has_value());
@@ -173,7 +152,7 @@ TEST_F(WakerFnFaultInTheTaskLayer, AHandlesWakerThatThrowsOnCancelIsReportedAndT
   EXPECT_NO_THROW(task.cancel());
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(c.future_drops.load(), 1);
-  EXPECT_TRUE(reported_once<WakeFailure>());
+  EXPECT_TRUE(probes::undeliverable_reported_once<WakeFailure>());
   auto r = probes::poll_once(handle);
   ASSERT_TRUE(r.is_ready());
   EXPECT_FALSE(r.value().has_value());

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -105,12 +106,14 @@ TEST(Misuse, PollingAFinishedAsyncThrows) {
 
 karx::Async<> nothing() { co_return; }
 
-// Spawns until the runtime refuses (it is being destroyed); returns the refusal's message.
-karx::Async<std::string> spawn_until_refused(karx::Runtime* rt, std::atomic<bool>* started) {
+// Calls `spawn_one(rt)` until the runtime refuses (it is being destroyed); returns the
+// refusal's message.
+karx::Async<std::string> spawn_until_refused(karx::Runtime* rt, std::atomic<bool>* started,
+                                             std::function<void(karx::Runtime&)> spawn_one) {
   started->store(true);
   for (;;) {
     try {
-      rt->spawn(nothing()).detach();
+      spawn_one(*rt);
     } catch (const std::logic_error& e) {
       co_return e.what();
     }
@@ -118,42 +121,29 @@ karx::Async<std::string> spawn_until_refused(karx::Runtime* rt, std::atomic<bool
   }
 }
 
-TEST(Misuse, SpawningOntoARuntimeBeingDestroyedThrows) {
+// Destroys a runtime while one of its tasks keeps calling `spawn_one`; the refusal's message.
+std::optional<std::string> refusal_during_destruction(std::function<void(karx::Runtime&)> spawn_one) {
   karx::RuntimeOptions o;
   o.processors = 2;
   auto rt = std::make_unique<karx::Runtime>(o);
   std::atomic<bool> started{false};
-  auto handle = rt->spawn(spawn_until_refused(rt.get(), &started));
+  auto handle = rt->spawn(spawn_until_refused(rt.get(), &started, std::move(spawn_one)));
   while (!started.load()) std::this_thread::yield();
   // The destructor waits for the poll in progress, which spawns until it is refused.
   rt.reset();
-  std::optional<std::string> message = karx::block_on(std::move(handle));
+  return karx::block_on(std::move(handle));
+}
+
+TEST(Misuse, SpawningOntoARuntimeBeingDestroyedThrows) {
+  std::optional<std::string> message =
+      refusal_during_destruction([](karx::Runtime& rt) { rt.spawn(nothing()).detach(); });
   ASSERT_TRUE(message.has_value()) << "the task finished its poll before the runtime went";
   EXPECT_TRUE(mentions(*message, "being destroyed")) << *message;
 }
 
-// Spawns blocking closures until the runtime refuses; returns the refusal's message.
-karx::Async<std::string> spawn_blocking_until_refused(karx::Runtime* rt, std::atomic<bool>* started) {
-  started->store(true);
-  for (;;) {
-    try {
-      rt->spawn_blocking([] { return 0; }).detach();
-    } catch (const std::logic_error& e) {
-      co_return e.what();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-}
-
 TEST(Misuse, SpawnBlockingOntoARuntimeBeingDestroyedThrows) {
-  karx::RuntimeOptions o;
-  o.processors = 2;
-  auto rt = std::make_unique<karx::Runtime>(o);
-  std::atomic<bool> started{false};
-  auto handle = rt->spawn(spawn_blocking_until_refused(rt.get(), &started));
-  while (!started.load()) std::this_thread::yield();
-  rt.reset();
-  std::optional<std::string> message = karx::block_on(std::move(handle));
+  std::optional<std::string> message =
+      refusal_during_destruction([](karx::Runtime& rt) { rt.spawn_blocking([] { return 0; }).detach(); });
   ASSERT_TRUE(message.has_value()) << "the task finished its poll before the runtime went";
   EXPECT_TRUE(mentions(*message, "being destroyed")) << *message;
 }

@@ -25,6 +25,18 @@ struct Items {
   int* at(std::size_t i) { return &values[i]; }
   std::size_t index(int* p) const { return static_cast<std::size_t>(p - values.data()); }
   void take(int* p) { taken[index(p)].fetch_add(1, std::memory_order_relaxed); }
+  std::size_t missing() const {
+    return count_taken_if([](int n) { return n == 0; });
+  }
+  std::size_t duplicated() const {
+    return count_taken_if([](int n) { return n > 1; });
+  }
+  template <class Pred>
+  std::size_t count_taken_if(Pred pred) const {
+    std::size_t count = 0;
+    for (const auto& t : taken) count += pred(t.load()) ? 1 : 0;
+    return count;
+  }
   std::vector<int> values;
   std::vector<std::atomic<int>> taken;
 };
@@ -119,14 +131,8 @@ TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
   for (auto& t : thieves) t.join();
   for (int* p : overflow) items.take(p);
 
-  std::size_t missing = 0, duplicated = 0;
-  for (std::size_t i = 0; i < kItems; ++i) {
-    const int n = items.taken[i].load();
-    missing += n == 0;
-    duplicated += n > 1;
-  }
-  EXPECT_EQ(missing, 0u);
-  EXPECT_EQ(duplicated, 0u);
+  EXPECT_EQ(items.missing(), 0u);
+  EXPECT_EQ(items.duplicated(), 0u);
 }
 
 // As the runtime's workers do: every thread owns a queue, pops its own, and steals from any
@@ -194,14 +200,8 @@ TEST(RunQueue, ThievesStealingFromThievesTakeEveryItemExactlyOnce) {
   work(0);
   for (auto& t : threads) t.join();
 
-  std::size_t missing = 0, duplicated = 0;
-  for (std::size_t i = 0; i < kItems; ++i) {
-    const int n = items.taken[i].load();
-    missing += n == 0;
-    duplicated += n > 1;
-  }
-  EXPECT_EQ(missing, 0u);
-  EXPECT_EQ(duplicated, 0u);
+  EXPECT_EQ(items.missing(), 0u);
+  EXPECT_EQ(items.duplicated(), 0u);
 }
 
 }  // namespace

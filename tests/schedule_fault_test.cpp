@@ -84,26 +84,6 @@ struct WakesItselfOnce {
   }
 };
 
-// The handler's record must be one karx::undeliverable wrapping a ScheduleFailure.
-::testing::AssertionResult reported_schedule_failure() {
-  if (probes::detached_calls() != 1)
-    return ::testing::AssertionFailure() << probes::detached_calls() << " reports instead of 1";
-  try {
-    std::rethrow_exception(probes::detached_last());
-  } catch (const karx::undeliverable& e) {
-    try {
-      e.rethrow_nested();
-    } catch (const ScheduleFailure&) {
-      return ::testing::AssertionSuccess();
-    } catch (...) {
-      return ::testing::AssertionFailure() << "the nested exception is not the schedule function's";
-    }
-    return ::testing::AssertionFailure() << "nothing nested in: " << e.what();
-  } catch (...) {
-    return ::testing::AssertionFailure() << "the report is not a karx::undeliverable";
-  }
-}
-
 TEST(ScheduleFault, ARescheduleAsTheRunEndsRethrowsFromRunAndTheTaskIsCanceled) {
   std::atomic<int> polls{0}, future_drops{0}, calls{0};
   ThrowingSchedule schedule{&calls};
@@ -135,7 +115,7 @@ TEST_F(ScheduleFaultWithoutCaller, DroppingTheLastWakerReportsAndDestroysTheFutu
   EXPECT_EQ(calls.load(), 1) << "the task was scheduled one last time";
   EXPECT_EQ(c.future_drops.load(), 1) << "the future was destroyed on this thread instead";
   EXPECT_EQ(c.polls.load(), 1);
-  EXPECT_TRUE(reported_schedule_failure());
+  EXPECT_TRUE(probes::undeliverable_reported_once<ScheduleFailure>());
   EXPECT_TRUE(schedule_alive.expired()) << "the task block was freed";
 }
 
@@ -149,7 +129,7 @@ TEST_F(ScheduleFaultWithoutCaller, DetachingTheLastOwnerReportsAndDestroysTheFut
   EXPECT_NO_THROW(handle.detach());
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(c.future_drops.load(), 1);
-  EXPECT_TRUE(reported_schedule_failure());
+  EXPECT_TRUE(probes::undeliverable_reported_once<ScheduleFailure>());
   EXPECT_TRUE(schedule_alive.expired()) << "the task block was freed";
 }
 

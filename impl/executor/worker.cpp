@@ -169,6 +169,13 @@ bool spin_for_work(Worker* w) noexcept {
 
 enum class Idle { got_slot, exit };
 
+// After giving a slot back: the fence pairs with wakep's, so either
+// we see work made available before it, or its wakep sees our freed slot and hands it out.
+void look_again_after_giving_up_slot(RuntimeCore& core) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (core.work_visible()) core.wakep();
+}
+
 // The parking side of wakep's protocol, for workers and guests alike: stop searching, join
 // the idle list, give up the slot, then look for work once more. With `unless_shutting_down`
 // it does nothing else and returns false once the runtime is shutting down (shutdown has
@@ -187,10 +194,7 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
     core.idle_threads.fetch_add(1, std::memory_order_relaxed);
   }
   if (holds_slot) core.free_slots.fetch_add(1, std::memory_order_acq_rel);
-  // Pairs with wakep's fence: either we see work made available before it, or its wakep
-  // sees our freed slot and hands it (maybe back to us).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (core.work_visible()) core.wakep();
+  look_again_after_giving_up_slot(core);
   return true;
 }
 
@@ -407,9 +411,8 @@ void guest_leave(Worker* w) noexcept {
     spill_all(w);
     // The slot may have come from a wakep meant for work elsewhere (the injector): a guest
     // woken with a slot just as its root completed gives it back here, so look again, as a
-    // parking worker does (the fence pairs with wakep's). The soak test lost a task this way.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (core.work_visible()) core.wakep();
+    // parking worker does. The soak test lost a task this way.
+    look_again_after_giving_up_slot(core);
   }
   current_worker = nullptr;
   std::lock_guard lock(core.idle_mutex);

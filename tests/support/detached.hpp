@@ -55,6 +55,26 @@ inline int detached_boom_id() {
   }
 }
 
+// The one report the handler received must be a karx::undeliverable with an E nested in it.
+template <class E>
+::testing::AssertionResult undeliverable_reported_once() {
+  if (detached_calls() != 1) return ::testing::AssertionFailure() << detached_calls() << " reports instead of 1";
+  try {
+    std::rethrow_exception(detached_last());
+  } catch (const karx::undeliverable& e) {
+    try {
+      e.rethrow_nested();
+    } catch (const E&) {
+      return ::testing::AssertionSuccess();
+    } catch (...) {
+      return ::testing::AssertionFailure() << "another exception is nested in: " << e.what();
+    }
+    return ::testing::AssertionFailure() << "nothing nested in: " << e.what();
+  } catch (...) {
+    return ::testing::AssertionFailure() << "the report is not a karx::undeliverable";
+  }
+}
+
 // Installs record_detached (with an empty record) while it lives; restores the previous handler.
 class DetachedRecorder {
  public:
