@@ -550,12 +550,21 @@ TEST(TimerReentry, AWakeMayDestroyTheSleepItWakesAndOthers) {
   std::optional<karx::Sleep> s, later;
   s.emplace(karx::sleep_for(5ms));
   later.emplace(karx::sleep_for(1h));
+  // The wake may come before this thread has returned from polling `s` (5 ms is short on a
+  // loaded machine): the sleeps are destroyed only once both polls are done, since a future
+  // is never polled and destroyed at once (TSan caught the test doing that).
+  std::atomic<bool> polled{false};
   p.on_wake([&] {
+    polled.wait(false);
     s.reset();
     later.reset();
   });
-  ASSERT_TRUE(poll_with(*s, p).is_pending());
-  ASSERT_TRUE(poll_with(*later, other).is_pending());
+  const bool s_pending = poll_with(*s, p).is_pending();
+  const bool later_pending = poll_with(*later, other).is_pending();
+  polled.store(true);
+  polled.notify_all();
+  ASSERT_TRUE(s_pending);
+  ASSERT_TRUE(later_pending);
   EXPECT_EQ(pending_count(), base + 2);
   ASSERT_TRUE(p.wait_wakes(1));
   EXPECT_TRUE(other.wait_held(0));
