@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <deque>
 #include <new>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -194,13 +195,86 @@ TEST(Allocation, TagAndScheduleFunctionFollowTheHeader) {
   EXPECT_EQ(size, requested(kHeader + sizeof(std::uint64_t) + sizeof(int*) + 64));
 }
 
-TEST(Allocation, CoroutineTasksAllocateTheBlockAndTheFrameOnly) {
+// A coroutine's frame keeps room for a task in front of it (impl/task/frame_block.cppm): spawning
+// it builds the task there, so a coroutine task is one block, the frame's.
+TEST(Allocation, ACoroutineTaskIsOneBlockTheFrames) {
   auto make = []() -> karx::Async<int> { co_return 1; };
   Counting scope;
-  auto async = make();  // the coroutine frame
+  auto async = make();  // the coroutine frame, with the room
   EXPECT_EQ(allocations, 1);
-  auto spawned = karx::spawn(std::move(async), [](karx::Task<>) {});
-  EXPECT_EQ(allocations, 2);  // + the task block
+  const std::size_t frame_block = last_size;
+  EXPECT_GE(frame_block, kHeader + 16) << "the frame's block keeps room for at least the header and the stage";
+  auto [task, handle] = karx::spawn(std::move(async), [](karx::Task<>) {});
+  EXPECT_EQ(allocations, 1) << "the task is built in the frame's block";
+  auto [tagged_task, tagged_handle] = karx::spawn(make(), [](karx::Task<std::uint64_t>) {}, std::uint64_t{7});
+  EXPECT_EQ(allocations, 2) << "an 8-byte tag fits the room too";
+  EXPECT_EQ(tagged_handle.tag(), 7u);
+  task.run();
+  tagged_task.run();
+  EXPECT_EQ(*probes::poll_once(handle).value(), 1);
+  EXPECT_EQ(*probes::poll_once(tagged_handle).value(), 1);
+  EXPECT_EQ(allocations, 2) << "running and joining allocate nothing";
+}
+
+// What does not fit the room (a large schedule function) or needs a wrapper (spawn_local) takes
+// a task block of its own beside the frame, and works the same.
+TEST(Allocation, ACoroutineWhoseTaskDoesNotFitTheRoomTakesASecondBlock) {
+  auto make = []() -> karx::Async<int> { co_return 2; };
+  std::array<void*, 4> big_state{};
+  Counting scope;
+  auto [task, handle] = karx::spawn(make(), [big_state](karx::Task<>) { (void)big_state; });
+  EXPECT_EQ(allocations, 2);
+  auto [local_task, local_handle] = karx::spawn_local(make(), [](karx::Task<>) {});
+  EXPECT_EQ(allocations, 4);
+  task.run();
+  local_task.run();
+  EXPECT_EQ(karx::block_on(std::move(handle)), 2);
+  EXPECT_EQ(karx::block_on(std::move(local_handle)), 2);
+}
+
+karx::Async<int> holds(probes::DropCounter, int value) { co_return value; }
+
+// The frame (its arguments, its promise) is destroyed when the task completes, as any future
+// is, although its block lives on with the output until the handle takes it.
+TEST(Allocation, AFrameInATaskBlockIsDestroyedAtCompletionAndTheBlockWithTheTask) {
+  std::atomic<int> drops{0};
+  auto [task, handle] = karx::spawn(holds(probes::DropCounter(drops), 3), [](karx::Task<>) {});
+  EXPECT_EQ(drops.load(), 0);
+  EXPECT_FALSE(task.run());
+  EXPECT_EQ(drops.load(), 1) << "the argument must go with the frame when the task completes";
+  EXPECT_EQ(karx::block_on(std::move(handle)), 3);
+  EXPECT_EQ(drops.load(), 1);
+  // Canceled before it ran: the frame goes at once, once.
+  std::atomic<int> canceled_drops{0};
+  {
+    auto [unrun, unrun_handle] = karx::spawn(holds(probes::DropCounter(canceled_drops), 4), [](karx::Task<>) {});
+    unrun.cancel();
+    EXPECT_EQ(canceled_drops.load(), 1);
+    EXPECT_FALSE(karx::block_on(std::move(unrun_handle)).has_value());
+  }
+  EXPECT_EQ(canceled_drops.load(), 1);
+}
+
+// A tag whose move throws while the task is being built in the frame's block: spawn throws,
+// and the frame, which still owns its block, is destroyed and freed once (LeakSanitizer checks
+// the block in the asan preset).
+struct TagThatThrowsWhenMoved {
+  int* moves_left;  // the move that brings it to zero throws
+  explicit TagThatThrowsWhenMoved(int* budget) : moves_left(budget) {}
+  TagThatThrowsWhenMoved(TagThatThrowsWhenMoved&& o) : moves_left(o.moves_left) {
+    if (--*moves_left == 0) throw std::runtime_error("tag move");
+  }
+};
+
+TEST(Allocation, ASpawnInAFrameBlockThatThrowsDestroysTheFrameOnce) {
+  std::atomic<int> drops{0};
+  int moves_left = 1;  // the prvalue initializes spawn's parameter; the move into the cell throws
+  auto async = holds(probes::DropCounter(drops), 5);
+  EXPECT_THROW((void)karx::spawn(
+                   std::move(async), [](karx::Task<TagThatThrowsWhenMoved>) {}, TagThatThrowsWhenMoved(&moves_left)),
+               std::runtime_error);
+  EXPECT_EQ(moves_left, 0) << "the throw must come from building the cell";
+  EXPECT_EQ(drops.load(), 1) << "the frame must be destroyed exactly once";
 }
 
 TEST(Allocation, RunWakeCloneAndJoinDoNotAllocate) {

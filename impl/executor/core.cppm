@@ -44,21 +44,17 @@ void core_note_completed(RuntimeCore* core) noexcept;
 // destroyed, so that the runtime's destructor can reach idle tasks (waiting on a waker held
 // elsewhere) and destroy their futures. A task that never returned Pending is always in a
 // queue or being polled, where shutdown finds it anyway: most tasks finish in their first
-// poll and never touch the list's lock. `task` is the task's own waker, borrowed: the list
-// never owns a reference (a task listed is alive, since unlisting happens at the end of its
-// future's destruction, under the list's lock, while whoever destroys it still holds a
-// reference). Three words: every pending task carries one.
+// poll and never touch the list's lock. The node sits in the task's schedule function
+// (ScheduleOnRuntime, below), which every runtime task has right after its 4-word header, so
+// the list finds the task from the node and needs no pointer to it. It never owns a
+// reference: a listed task is alive, since unlisting happens right after its future's
+// destruction, under the list's lock, while whoever destroys it still holds a reference.
 struct LiveNode {
-  LiveNode* prev = nullptr;
+  LiveNode* prev = nullptr;  // null while not listed; only the task itself lists or unlists it
   LiveNode* next = nullptr;
-  // The task's header (its own waker's data); null while not listed. Only the task itself
-  // writes it (its polls and its future's destruction are ordered by the task's state), so it
-  // can test it without the lock; prev and next change under the lock as neighbours come
-  // and go.
-  const void* task = nullptr;
-  inline bool listed() const noexcept { return task != nullptr; }  // inline: not implicit in a module
+  inline bool listed() const noexcept { return prev != nullptr; }  // inline: not implicit in a module
 };
-void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept;
+void core_list(RuntimeCore* core, LiveNode* node) noexcept;
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
 
 // On a worker thread inside a poll: gives up the processor before a call known to block
@@ -106,56 +102,40 @@ class TaskTicket {
 // (the core pointer is read first), and core_schedule keeps the core alive itself where it
 // must, so the task layer can skip the reference it otherwise holds around a stateful
 // schedule call (two RMWs per wake).
+//
+// ScheduleOnRuntime also carries what the runtime tracks per task, through the task layer's
+// hooks (impl/task/cell.cppm): the live-list node and the completion count. It is the one poll
+// layer: the runtime does not wrap the user's future, so a spawned Async is polled directly
+// and can be built in its own frame's block (impl/task/async_cell.cppm: 24 bytes of room).
 struct ScheduleOnRuntime {
   using karx_no_keep_alive = void;
+  using karx_task_hooks = void;
   TaskTicket core;
+  LiveNode node;
+
   inline void operator()(Task<> task) const noexcept { core_schedule(core.get(), std::move(task)); }
+
+  // Listed before the poll returns: until then no other thread can run or drop the task.
+  inline void on_poll_pending() noexcept {
+    if (!node.listed()) core_list(core.get(), &node);
+  }
+  // A task leaves the list only once its future is gone, so the Runtime's destructor, which
+  // waits for the list to empty, returns only after every future's destructor has run (on
+  // whichever thread ran it).
+  inline void on_future_destroyed() noexcept {
+    if (node.listed()) core_unlist(core.get(), &node);
+  }
+  inline void on_poll_finished() noexcept { core_note_completed(core.get()); }
 };
+// Where a runtime task's node sits, from its header: the schedule function follows the 4-word
+// header (no tag; every cell puts it there, impl/task/cell.cppm). The shutdown walk turns
+// nodes back into tasks with it.
+inline constexpr std::size_t kLiveNodeOffset = 4 * sizeof(void*) + offsetof(ScheduleOnRuntime, node);
 
 struct ScheduleOnBlockingPool {
   using karx_no_keep_alive = void;
   TaskTicket core;
   inline void operator()(Task<> task) const noexcept { core_schedule_blocking(core.get(), std::move(task)); }
-};
-
-// The future of a runtime task: the user's future, listed for shutdown, counted on completion.
-template <class F>
-class RuntimeFuture {
- public:
-  RuntimeFuture(F future, RuntimeCore* core) : listing_{core, {}}, inner_(std::move(future)) {}
-  RuntimeFuture(RuntimeFuture&& o)
-      : listing_{o.listing_.core, {}}, inner_(std::move(o.inner_)) {}  // before the first poll only
-  RuntimeFuture& operator=(RuntimeFuture&&) = delete;
-
-  auto poll(Context& cx) {
-    RuntimeCore* core = listing_.core;
-    try {
-      auto p = inner_.poll(cx);
-      if (p.is_ready())
-        core_note_completed(core);
-      else if (!listing_.node.listed())
-        // Listed before the poll returns: until then no other thread can run or drop the task.
-        core_list(core, &listing_.node, cx.waker());
-      return p;
-    } catch (...) {
-      core_note_completed(core);
-      throw;
-    }
-  }
-
- private:
-  // Declared before inner_, so destroyed after it: a task leaves the live list only once the
-  // user's future is gone, and the Runtime's destructor, which waits for the list to empty,
-  // returns only after every future's destructor has (on whichever thread ran it).
-  struct Listing {
-    RuntimeCore* core;
-    LiveNode node;
-    ~Listing() {
-      if (node.listed()) core_unlist(core, &node);
-    }
-  };
-  Listing listing_;
-  F inner_;
 };
 
 }  // namespace karx::detail

@@ -389,9 +389,8 @@ RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->met
 
 // --- The live-task list --------------------------------------------------------------------------
 
-void core_list(RuntimeCore* core, LiveNode* node, const Waker& task) noexcept {
+void core_list(RuntimeCore* core, LiveNode* node) noexcept {
   std::lock_guard lock(core->live_lock);
-  node->task = task.as_raw().data;  // a task polls with its own waker: data is its header
   node->prev = &core->live;
   node->next = core->live.next;
   core->live.next->prev = node;
@@ -402,7 +401,7 @@ void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
   std::lock_guard lock(core->live_lock);
   node->prev->next = node->next;
   node->next->prev = node->prev;
-  node->task = nullptr;
+  node->prev = node->next = nullptr;
 }
 
 // --- The blocking pool ---------------------------------------------------------------------------
@@ -594,7 +593,7 @@ void RuntimeCore::shutdown() noexcept {
     for (LiveNode* node = live.next; node != &live; node = node->next) {
       // Borrow the header as a Task just to make a waker (one reference), then let go of
       // the borrow without dropping a reference it never took.
-      Task<> borrowed = Task<>::from_raw(const_cast<void*>(node->task));
+      Task<> borrowed = Task<>::from_raw(reinterpret_cast<char*>(node) - kLiveNodeOffset);
       idle_tasks.push_back(borrowed.waker());
       (void)std::move(borrowed).into_raw();
     }

@@ -46,6 +46,53 @@ struct LocalFuture {
   }
 };
 
+// --- What every kind of cell shares ----------------------------------------------------------
+
+// Hands the task to its schedule function `fn` (the one in the task's own block).
+template <class Tag, class S>
+void call_schedule(Header* h, const S& fn) {  // may run on several threads at once: fn is const
+  if constexpr (std::is_empty_v<S> || requires { typename S::karx_no_keep_alive; }) {
+    // A stateless function has nothing to lose; the runtime's own schedule functions
+    // (karx_no_keep_alive) never touch their state after taking the Task.
+    std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+  } else {
+    // The function may drop the last reference (drop the Task, say) while it runs, which
+    // would free the block, and the function's own state with it, under its feet: hold one
+    // more reference for the duration of the call.
+    Waker keep_alive = task_waker(h);
+    std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
+  }
+}
+
+// Optional hooks of a schedule function, for an executor that keeps track of its tasks (the
+// runtime lists the tasks that wait, for its shutdown, and counts completions). A schedule
+// function opts in with a member type `karx_task_hooks`. The hooks are called by the holder
+// of the task only (inside its poll, or where its future is destroyed), so never two at once:
+//   on_poll_pending()          a poll returned pending (before run() lets go of the task)
+//   on_future_destroyed()      the future's destructor has just returned
+//   on_poll_finished()         a poll completed the task (a value or an exception)
+template <class S>
+concept HasTaskHooks = requires { typename S::karx_task_hooks; };
+template <class S>
+inline void hook_pending(S& fn) noexcept {
+  if constexpr (HasTaskHooks<S>) fn.on_poll_pending();
+}
+template <class S>
+inline void hook_future_destroyed(S& fn) noexcept {
+  if constexpr (HasTaskHooks<S>) fn.on_future_destroyed();
+}
+template <class S>
+inline void hook_finished(S& fn) noexcept {
+  if constexpr (HasTaskHooks<S>) fn.on_poll_finished();
+}
+
+// Destroys an output nobody took; with `report`, an exception in it goes to the handler.
+template <class R>
+void drop_outcome(Outcome<R>& out, bool report) noexcept {
+  if (report && out.failed) report_detached_exception(out.error);
+  out.~Outcome();
+}
+
 template <class F, class S, class Tag, bool Local>
 struct TaskCell {
   using Stored = std::conditional_t<Local, LocalFuture<F>, F>;
@@ -64,57 +111,51 @@ struct TaskCell {
   Stage stage;
 
   template <class... TagArgs>
-  TaskCell(const TaskVTable* vtable, F&& future, S&& schedule, TagArgs&&... tag)
-      : head{Header{{state::INITIAL}, RawWaker{}, vtable}, std::forward<TagArgs>(tag)...},
-        schedule_fn(std::move(schedule)) {
+  TaskCell(const TaskVTable* vtable, std::size_t initial, F&& future, S&& schedule, TagArgs&&... tag)
+      : head{Header{{initial}, RawWaker{}, vtable}, std::forward<TagArgs>(tag)...}, schedule_fn(std::move(schedule)) {
     ::new (static_cast<void*>(&stage.future)) Stored(std::move(future));
   }
 
   static TaskCell* of(Header* h) noexcept { return reinterpret_cast<TaskCell*>(h); }
   static const TaskCell* of(const Header* h) noexcept { return reinterpret_cast<const TaskCell*>(h); }
 
-  static void schedule(Header* h) {
-    const S& fn = of(h)->schedule_fn;  // may run on several threads at once: called as const
-    if constexpr (std::is_empty_v<S> || requires { typename S::karx_no_keep_alive; }) {
-      // A stateless function has nothing to lose; the runtime's own schedule functions
-      // (karx_no_keep_alive) never touch their state after taking the Task.
-      std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
-    } else {
-      // The function may drop the last reference (drop the Task, say) while it runs, which
-      // would free the block, and the function's own state with it, under its feet: hold one
-      // more reference for the duration of the call.
-      Waker keep_alive = task_waker(h);
-      std::invoke(fn, TaskAccess::make<Task<Tag>>(h));
-    }
-  }
+  static void schedule(Header* h) { call_schedule<Tag>(h, of(h)->schedule_fn); }
 
   static bool poll(Header* h, Context& cx) noexcept {
     TaskCell* c = of(h);
     bool future_alive = true;
     try {
       auto p = c->stage.future.poll(cx);
-      if (p.is_pending()) return false;
+      if (p.is_pending()) {
+        hook_pending(c->schedule_fn);
+        return false;
+      }
       // The value lives in `p`; the future can go before the output takes its place.
       c->stage.future.~Stored();
       future_alive = false;
+      hook_future_destroyed(c->schedule_fn);
       if constexpr (std::is_void_v<Output>)
         ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place);
       else
         ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place, std::move(p).value());
     } catch (...) {
-      if (future_alive) c->stage.future.~Stored();
+      if (future_alive) {
+        c->stage.future.~Stored();
+        hook_future_destroyed(c->schedule_fn);
+      }
       ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::current_exception());
     }
+    hook_finished(c->schedule_fn);
     return true;
   }
 
-  static void drop_future(Header* h) noexcept { of(h)->stage.future.~Stored(); }
-
-  static void drop_output(Header* h, bool report) noexcept {
-    Outcome<Output>& out = of(h)->stage.output;
-    if (report && out.failed) report_detached_exception(out.error);
-    out.~Outcome();
+  static void drop_future(Header* h) noexcept {
+    TaskCell* c = of(h);
+    c->stage.future.~Stored();
+    hook_future_destroyed(c->schedule_fn);
   }
+
+  static void drop_output(Header* h, bool report) noexcept { drop_outcome(of(h)->stage.output, report); }
 
   static void destroy(Header* h) noexcept {
     TaskCell* c = of(h);

@@ -96,9 +96,11 @@ void notify_awaiter(Header* h, const Waker* current) { wake_raw(take_awaiter(h, 
 // Puts `waker` in the awaiter slot (the registering side). Only the JoinHandle registers, and a
 // handle is polled by one thread at a time, so registrations never overlap each other.
 void register_awaiter(Header* h, const Waker& waker) {
-  // An RMW rather than a load: it reads the latest value, so a completion that already
-  // happened is seen here and not missed by the handle's re-check after registering.
-  std::size_t state = h->state.fetch_or(0, std::memory_order_acquire);
+  // A load is enough (it was a fetch_or(0), which clang compiles to a locked cmpxchg loop):
+  // the CAS below fails on a stale value and retries with the latest one, and the handle's
+  // re-check after registering reads a value no older than that CAS (coherence), so a
+  // completion is not missed. A stale NOTIFYING only makes us wake ourselves spuriously.
+  std::size_t state = h->state.load(std::memory_order_acquire);
   for (;;) {
     if ((state & NOTIFYING) != 0) {
       // A notifier is emptying the slot right now: wake ourselves instead of registering.
@@ -200,14 +202,27 @@ Waker task_waker(Header* h) { return Waker::from_raw(clone_waker(h)); }
 bool run(Header* h) {
   const TaskVTable* vt = h->vtable;
 
-  // SCHEDULED -> RUNNING. A Task exists, so SCHEDULED is set and RUNNING clear, and only the
-  // Task's holder (us) may clear the one or set the other: the transition is a blind add of
-  // RUNNING - SCHEDULED (bit 0 carries into bit 1), one `lock xadd` instead of a CAS loop.
-  // acq_rel: acquire sees what the wakes that led here published (they wrote the word with
-  // release); release publishes nothing new but keeps the word's RMWs uniform.
-  std::size_t state = h->state.fetch_add(RUNNING - SCHEDULED, std::memory_order_acq_rel);
-  if ((state & (SCHEDULED | RUNNING)) != SCHEDULED) die("Task::run(): the task was not scheduled (state corrupted)");
-  state += RUNNING - SCHEDULED;
+  // SCHEDULED -> RUNNING.
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  if (state == (SCHEDULED | REFERENCE)) {
+    // Exclusive: the Task's is the only reference, no handle, no awaiter, not closed. Nobody
+    // else can reach the word (references are only cloned from references), so a plain store
+    // does it. acquire (the load): the wake or spawn that led here released its writes, and a
+    // waker dropped elsewhere released its uses before its decrement left us alone. relaxed
+    // (the store): no other thread reads it; one that later gets a reference (a waker the
+    // future clones and hands over) gets it through a synchronization of its own.
+    state = RUNNING | REFERENCE;
+    h->state.store(state, std::memory_order_relaxed);
+  } else {
+    // A Task exists, so SCHEDULED is set and RUNNING clear, and only the Task's holder (us)
+    // may clear the one or set the other: the transition is a blind add of RUNNING - SCHEDULED
+    // (bit 0 carries into bit 1), one `lock xadd` instead of a CAS loop. acq_rel: acquire sees
+    // what the wakes that led here published (they wrote the word with release); release
+    // publishes nothing new but keeps the word's RMWs uniform.
+    state = h->state.fetch_add(RUNNING - SCHEDULED, std::memory_order_acq_rel);
+    if ((state & (SCHEDULED | RUNNING)) != SCHEDULED) die("Task::run(): the task was not scheduled (state corrupted)");
+    state += RUNNING - SCHEDULED;
+  }
 
   if ((state & CLOSED) != 0) {
     // Canceled by the handle, or unreachable: destroy the future instead of polling it.
@@ -229,6 +244,18 @@ bool run(Header* h) {
   (void)std::move(borrowed).into_raw();
 
   if (finished) {
+    // Detached, and ours is the last reference: nobody else can reach the block (no handle,
+    // no waker, and references are only cloned from references), so no state change is
+    // needed before freeing it. acquire: a waker dropped on another thread during the poll
+    // released its uses of the task with its decrement.
+    state = h->state.load(std::memory_order_acquire);
+    if ((state & (HANDLE | AWAITER | REFERENCE_MASK)) == REFERENCE) {
+      // Report an exception nobody will see, unless the handle canceled the task while it
+      // ran (and was then dropped): the user asked not to hear about it.
+      vt->drop_output(h, (state & CLOSED) == 0);
+      free_task(h);
+      return false;
+    }
     // RUNNING -> COMPLETED (and CLOSED too if nobody holds the handle to take the output).
     bool released = false, sole = false;
     for (;;) {

@@ -33,5 +33,7 @@ inline constexpr std::size_t REFERENCE_MASK = ~(REFERENCE - 1);
 
 // A freshly spawned task: scheduled (the returned Task), one reference (that Task), a handle.
 inline constexpr std::size_t INITIAL = SCHEDULED | HANDLE | REFERENCE;
+// A task spawned without a handle (spawn_detached): scheduled, one reference.
+inline constexpr std::size_t INITIAL_DETACHED = SCHEDULED | REFERENCE;
 
 }  // namespace karx::detail::state

@@ -1,14 +1,16 @@
 // Async<T>: a lazy coroutine that is a Future.
 //
 // Inside an Async, `co_await` takes any Future (polled in place; JoinHandles included) and any
-// Async<U> (run as a child frame). Awaited Asyncs form a chain of frames that share one
-// `AsyncChain`, kept in the outermost (root) frame. When a leaf future is pending, the whole
-// chain suspends and the root's poll returns pending; the next poll polls that leaf future
-// again and, once it is ready, resumes the innermost frame directly. Children hand control
-// back to their parent by symmetric transfer, so deep chains use no native stack.
+// Async<U> (run as a child frame). Awaited Asyncs form a chain of frames; when a leaf future
+// is pending, the whole chain suspends and the root's poll returns pending; the next poll
+// polls that leaf future again and, once it is ready, resumes the innermost frame directly.
+// Children hand control back to their parent by symmetric transfer, so deep chains use no
+// native stack. impl/task/chain.cppm keeps the chain's bookkeeping, impl/task/frame_block.cppm
+// the room in front of each frame that lets spawn() make the frame a task's only block.
 module;
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -16,7 +18,8 @@ module;
 #include <utility>
 export module karx.task:async;
 import karx.waker;
-import :alloc;
+import :chain;
+import :frame_block;
 
 export namespace karx {
 template <class T = void>
@@ -25,53 +28,47 @@ class Async;
 
 namespace karx::detail {
 
-struct AsyncChain {
-  Context* cx = nullptr;  // the context of the poll in progress
-  // The future the chain is suspended on: polled by `poll_pending(pending, cx)` until it
-  // returns true (ready, its result stored in its awaiter), then `leaf` resumes.
-  void* pending = nullptr;
-  bool (*poll_pending)(void*, Context&) = nullptr;
-  std::coroutine_handle<> leaf;
-};
-
 template <class A>
 inline constexpr bool is_async = false;
 template <class T>
 inline constexpr bool is_async<Async<T>> = true;
 
-// co_await of a Future: polled once at once (no suspension if ready), then by the root's poll.
+struct NoValue {};
+
+// co_await of a Future: polled once at once (no suspension if ready), then, while the chain is
+// suspended on it, by the root's poll (poll_again) until it is ready.
 template <class F>
-class FutureAwaiter {
+class FutureAwaiter : AsyncLeaf {
  public:
   using Output = output_of<F>;
 
-  FutureAwaiter(F& future, AsyncChain* chain) noexcept : future_(future), chain_(chain) {}
+  explicit FutureAwaiter(F& future) noexcept : AsyncLeaf{}, future_(&future) {}
 
   bool await_ready() {
-    auto p = future_.poll(*chain_->cx);  // an exception here surfaces in the coroutine body
+    auto p = future_->poll(current_async_poll->context());  // an exception surfaces in the coroutine
     if (p.is_pending()) return false;
     store(std::move(p));
     return true;
   }
   void await_suspend(std::coroutine_handle<> h) noexcept {
-    chain_->pending = this;
-    chain_->poll_pending = &poll_again;
-    chain_->leaf = h;
+    poll_again = &repoll;
+    frame = h;
+    current_async_poll->suspend_on(this);
   }
   Output await_resume() {
-    if (error_) std::rethrow_exception(error_);
+    AsyncPoll::rethrow_pending_error();  // the re-poll threw: rethrown inside the coroutine
     if constexpr (!std::is_void_v<Output>) return std::move(*value_);
   }
 
  private:
-  static bool poll_again(void* self, Context& cx) noexcept {
-    auto* a = static_cast<FutureAwaiter*>(self);
+  static bool repoll(AsyncLeaf* leaf, Context& cx) noexcept {
+    auto* self = static_cast<FutureAwaiter*>(leaf);
     try {
-      auto p = a->future_.poll(cx);
+      auto p = self->future_->poll(cx);
       if (p.is_pending()) return false;
-      a->store(std::move(p));
+      self->store(std::move(p));
     } catch (...) {
-      a->error_ = std::current_exception();  // rethrown inside the coroutine by await_resume
+      current_async_poll->fail(std::current_exception());
     }
     return true;
   }
@@ -79,25 +76,32 @@ class FutureAwaiter {
     if constexpr (!std::is_void_v<Output>) value_.emplace(std::move(p).value());
   }
 
-  F& future_;
-  AsyncChain* chain_;
-  std::exception_ptr error_;
-  [[no_unique_address]] std::conditional_t<std::is_void_v<Output>, std::nullptr_t, std::optional<Output>> value_{};
+  F* future_;
+  // Nothing for a void output (an empty member with no_unique_address takes no space).
+  [[no_unique_address]] std::conditional_t<std::is_void_v<Output>, NoValue, std::optional<Output>> value_;
 };
 
 struct AsyncPromiseBase {
-  AsyncChain own_chain;                  // used only when this frame is the root
-  AsyncChain* chain = &own_chain;        // the root's chain
-  std::coroutine_handle<> continuation;  // the awaiting parent frame, if any
-  std::exception_ptr error;
+  // The awaiting parent frame's address (zero for a chain's root), with kInBlock set when the
+  // frame sits in a block with room for a task in front of it (frame_block.cppm). One word:
+  // frames are at least 16-byte aligned, so bit 0 is free.
+  static constexpr std::uintptr_t kInBlock = 1;
+  std::uintptr_t link = 0;
 
-  // Frames come from the task allocator, as task blocks do: with it, a coroutine task costs
-  // two allocations of the same kind (docs/design.md, "The cost of a task").
   // (`inline` throughout this non-template struct: a named module's in-class definitions are
   // not implicitly inline, and these are on every coroutine's path.)
-  inline static void* operator new(std::size_t size) { return allocate_task(size, alignof(std::max_align_t)); }
-  inline static void operator delete(void* frame, std::size_t size) noexcept {
-    deallocate_task(frame, size, alignof(std::max_align_t));
+  inline std::coroutine_handle<> continuation() const noexcept {
+    return std::coroutine_handle<>::from_address(reinterpret_cast<void*>(link & ~kInBlock));
+  }
+  inline void set_continuation(std::coroutine_handle<> parent) noexcept {
+    link = reinterpret_cast<std::uintptr_t>(parent.address()) | (link & kInBlock);
+  }
+  inline bool in_block() const noexcept { return (link & kInBlock) != 0; }
+  // get_return_object: claims the block operator new just made for this frame (if it did).
+  inline void claim_block(void* frame) noexcept {
+    void* fresh = fresh_frame;
+    fresh_frame = nullptr;
+    if (fresh == frame) link |= kInBlock;
   }
 
   inline std::suspend_always initial_suspend() noexcept { return {}; }
@@ -106,30 +110,38 @@ struct AsyncPromiseBase {
     inline bool await_ready() noexcept { return false; }
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
-      std::coroutine_handle<> parent = h.promise().continuation;
+      std::coroutine_handle<> parent = h.promise().continuation();
       return parent ? parent : std::noop_coroutine();
     }
     inline void await_resume() noexcept {}
   };
   inline FinalAwaiter final_suspend() noexcept { return {}; }
-  inline void unhandled_exception() noexcept { error = std::current_exception(); }
+  // Taken by the parent's await_resume, or by the root's poller.
+  inline void unhandled_exception() noexcept { current_async_poll->fail(std::current_exception()); }
 
   template <class A>
   decltype(auto) await_transform(A&& awaited) {
     using Plain = std::remove_cvref_t<A>;
     if constexpr (is_async<Plain>) {
-      return std::forward<A>(awaited).child_awaiter(chain);
+      return std::forward<A>(awaited).child_awaiter();
     } else {
       static_assert(Future<Plain>,
                     "karx::Async can co_await only a karx::Future (something with poll(Context&) -> Poll<X>), "
                     "an Async<U> or a JoinHandle");
-      return FutureAwaiter<Plain>(awaited, chain);
+      return FutureAwaiter<Plain>(awaited);
     }
   }
 };
 
+// Frames come from the task allocator, with room for a task in front (frame_block.cppm).
 template <class T>
-struct AsyncPromise : AsyncPromiseBase {
+struct AsyncPromiseAlloc : AsyncPromiseBase {
+  static void* operator new(std::size_t size) { return allocate_frame<T>(size); }
+  static void operator delete(void* frame, std::size_t size) noexcept { free_frame<T>(frame, size); }
+};
+
+template <class T>
+struct AsyncPromise : AsyncPromiseAlloc<T> {
   std::optional<T> value;
   Async<T> get_return_object() noexcept;
   template <class U = T>
@@ -140,9 +152,22 @@ struct AsyncPromise : AsyncPromiseBase {
 };
 
 template <>
-struct AsyncPromise<void> : AsyncPromiseBase {
+struct AsyncPromise<void> : AsyncPromiseAlloc<void> {
   Async<void> get_return_object() noexcept;
   void return_void() noexcept {}
+};
+
+// Lets the task layer take an Async's frame over (spawn of an Async in its own block).
+struct AsyncAccess {
+  template <class T>
+  static bool in_block(const Async<T>& a) noexcept {
+    return a.h_ && a.h_.promise().in_block();
+  }
+  // Gives up the frame: the caller now owns it and the chain's root state.
+  template <class T>
+  static std::pair<std::coroutine_handle<AsyncPromise<T>>, AsyncRoot> release(Async<T>& a) noexcept {
+    return {std::exchange(a.h_, nullptr), std::exchange(a.root_, AsyncRoot{})};
+  }
 };
 
 }  // namespace karx::detail
@@ -158,11 +183,12 @@ class Async {
   using promise_type = detail::AsyncPromise<T>;
   using handle_type = std::coroutine_handle<promise_type>;
 
-  Async(Async&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  Async(Async&& other) noexcept : h_(std::exchange(other.h_, nullptr)), root_(std::exchange(other.root_, {})) {}
   Async& operator=(Async&& other) noexcept {
     if (this != &other) {
       reset();
       h_ = std::exchange(other.h_, nullptr);
+      root_ = std::exchange(other.root_, {});
     }
     return *this;
   }
@@ -176,23 +202,15 @@ class Async {
     if (!h_)
       throw std::logic_error(
           "karx::Async::poll(): the coroutine already finished (its result was taken) or was moved from");
-    detail::AsyncChain& chain = h_.promise().own_chain;
-    chain.cx = &cx;
-    std::coroutine_handle<> next = h_;
-    if (chain.poll_pending != nullptr) {
-      if (!chain.poll_pending(chain.pending, cx)) return pending;
-      chain.poll_pending = nullptr;
-      next = chain.leaf;
-    }
-    next.resume();
-    if (!h_.done()) return pending;
+    detail::AsyncPoll chain(root_, cx);
+    if (!chain.resume(h_)) return pending;
     // Finished: take the result and free the frame right away.
     handle_type done = std::exchange(h_, nullptr);
     struct Free {
       handle_type h;
       ~Free() { h.destroy(); }
     } free_frame{done};
-    if (done.promise().error) std::rethrow_exception(done.promise().error);
+    if (chain.failed()) std::rethrow_exception(chain.take_error());
     if constexpr (std::is_void_v<T>)
       return Poll<void>::ready();
     else
@@ -202,6 +220,7 @@ class Async {
  private:
   friend struct detail::AsyncPromise<T>;
   friend struct detail::AsyncPromiseBase;
+  friend struct detail::AsyncAccess;
   explicit Async(handle_type h) noexcept : h_(h) {}
 
   void reset() noexcept {
@@ -213,23 +232,23 @@ class Async {
     handle_type child;
     bool await_ready() const noexcept { return false; }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> parent) noexcept {
-      child.promise().continuation = parent;
+      child.promise().set_continuation(parent);
       return child;
     }
     T await_resume() {
-      if (child.promise().error) std::rethrow_exception(child.promise().error);
+      detail::AsyncPoll::rethrow_pending_error();  // the child threw
       if constexpr (!std::is_void_v<T>) return std::move(*child.promise().value);
     }
   };
-  ChildAwaiter child_awaiter(detail::AsyncChain* chain) {
+  ChildAwaiter child_awaiter() {
     if (!h_) throw std::logic_error("karx::Async: co_await of an Async that already finished or was moved from");
-    if (h_.done() || h_.promise().continuation || h_.promise().own_chain.poll_pending != nullptr)
+    if (h_.done() || h_.promise().continuation() || root_.leaf != nullptr)
       throw std::logic_error("karx::Async: co_await of an Async that is already running or finished");
-    h_.promise().chain = chain;
     return ChildAwaiter{h_};
   }
 
   handle_type h_;
+  detail::AsyncRoot root_;  // the chain's state while this Async is polled as a root
 };
 
 }  // namespace karx
@@ -237,9 +256,13 @@ class Async {
 namespace karx::detail {
 template <class T>
 Async<T> AsyncPromise<T>::get_return_object() noexcept {
-  return Async<T>(Async<T>::handle_type::from_promise(*this));
+  auto h = Async<T>::handle_type::from_promise(*this);
+  if constexpr (frame_prefix<T> != 0) this->claim_block(h.address());
+  return Async<T>(h);
 }
 inline Async<void> AsyncPromise<void>::get_return_object() noexcept {
-  return Async<void>(Async<void>::handle_type::from_promise(*this));
+  auto h = Async<void>::handle_type::from_promise(*this);
+  if constexpr (frame_prefix<void> != 0) claim_block(h.address());
+  return Async<void>(h);
 }
 }  // namespace karx::detail

@@ -13,3 +13,6 @@ export import :header;
 export import :outcome;
 export import :alloc;
 export import :cell;
+export import :chain;
+export import :frame_block;
+export import :async_cell;
