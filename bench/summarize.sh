@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the task-layer benchmarks with repetitions and prints the summary table (the median CPU
-# time of each benchmark and the two goals: packaged_task / karx headline >= 3x, karx headline
-# / baseline <= 2x). The table is printed by karx_task_bench itself (a custom reporter), so this
-# needs nothing but bash.
+# time of each benchmark and the goals: packaged_task / karx headline >= 3x, karx Async
+# spawn+run+join / baseline <= 1x, the other karx spawn+run+joins / baseline <= 2x). The table
+# is printed by karx_task_bench itself (a custom reporter), so this needs nothing but bash.
 #
 #   bench/summarize.sh [path/to/karx_task_bench] [more --benchmark_* flags]
 #

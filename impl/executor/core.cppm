@@ -3,6 +3,7 @@
 module;
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <utility>
 export module karx.executor:core;
@@ -49,10 +50,11 @@ void core_note_completed(RuntimeCore* core) noexcept;
 // the list finds the task from the node and needs no pointer to it. It never owns a
 // reference: a listed task is alive, since unlisting happens right after its future's
 // destruction, under the list's lock, while whoever destroys it still holds a reference.
+// Whether the task is listed is not read off the node (neighbours rewrite its links under the
+// lock as they come and go) but off a bit that only the task itself writes (TaskTicket).
 struct LiveNode {
-  LiveNode* prev = nullptr;  // null while not listed; only the task itself lists or unlists it
+  LiveNode* prev = nullptr;  // under the list's lock
   LiveNode* next = nullptr;
-  inline bool listed() const noexcept { return prev != nullptr; }  // inline: not implicit in a module
 };
 void core_list(RuntimeCore* core, LiveNode* node) noexcept;
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
@@ -80,22 +82,34 @@ void guest_wake(Worker* guest) noexcept;
 void guest_leave(Worker* guest) noexcept;
 
 // A task's share in the core's lifetime (one pointer): counted from the task's creation to
-// the destruction of its schedule function, when the task's block is freed.
+// the destruction of its schedule function, when the task's block is freed. Bit 0 of the word
+// says whether the task is on the live list (the core is at least 8-byte aligned). Only the
+// task itself writes the bit (its polls and its future's destruction, which the task's state
+// orders), while schedule calls on other threads read the pointer: relaxed atomics make that
+// well-defined at the cost of a plain load or store, and the pointer bits never change.
 class TaskTicket {
  public:
   struct Counted {};  // core_begin_spawn counted the task already
-  inline TaskTicket(RuntimeCore* core, Counted) noexcept : core_(core) {}
-  inline TaskTicket(TaskTicket&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  inline TaskTicket(RuntimeCore* core, Counted) noexcept : word_(reinterpret_cast<std::uintptr_t>(core)) {}
+  inline TaskTicket(TaskTicket&& o) noexcept : word_(o.word_.exchange(0, std::memory_order_relaxed)) {}
   TaskTicket(const TaskTicket&) = delete;
   TaskTicket& operator=(const TaskTicket&) = delete;
   TaskTicket& operator=(TaskTicket&&) = delete;
   inline ~TaskTicket() {
-    if (core_ != nullptr) core_task_freed(core_);
+    if (RuntimeCore* core = get()) core_task_freed(core);
   }
-  inline RuntimeCore* get() const noexcept { return core_; }
+  inline RuntimeCore* get() const noexcept {
+    return reinterpret_cast<RuntimeCore*>(word_.load(std::memory_order_relaxed) & ~kListed);
+  }
+  inline bool listed() const noexcept { return (word_.load(std::memory_order_relaxed) & kListed) != 0; }
+  inline void set_listed(bool on) noexcept {
+    const std::uintptr_t w = word_.load(std::memory_order_relaxed);
+    word_.store(on ? w | kListed : w & ~kListed, std::memory_order_relaxed);
+  }
 
  private:
-  RuntimeCore* core_;
+  static constexpr std::uintptr_t kListed = 1;
+  std::atomic<std::uintptr_t> word_;
 };
 
 // The schedule functions. Neither touches its own state once it has handed the Task over
@@ -117,13 +131,19 @@ struct ScheduleOnRuntime {
 
   // Listed before the poll returns: until then no other thread can run or drop the task.
   inline void on_poll_pending() noexcept {
-    if (!node.listed()) core_list(core.get(), &node);
+    if (!core.listed()) {
+      core_list(core.get(), &node);
+      core.set_listed(true);
+    }
   }
   // A task leaves the list only once its future is gone, so the Runtime's destructor, which
   // waits for the list to empty, returns only after every future's destructor has run (on
   // whichever thread ran it).
   inline void on_future_destroyed() noexcept {
-    if (node.listed()) core_unlist(core.get(), &node);
+    if (core.listed()) {
+      core_unlist(core.get(), &node);
+      core.set_listed(false);
+    }
   }
   inline void on_poll_finished() noexcept { core_note_completed(core.get()); }
 };

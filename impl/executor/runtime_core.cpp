@@ -401,7 +401,6 @@ void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
   std::lock_guard lock(core->live_lock);
   node->prev->next = node->next;
   node->next->prev = node->prev;
-  node->prev = node->next = nullptr;
 }
 
 // --- The blocking pool ---------------------------------------------------------------------------
