@@ -91,7 +91,11 @@ class TaskTicket {
  public:
   struct Counted {};  // core_begin_spawn counted the task already
   inline TaskTicket(RuntimeCore* core, Counted) noexcept : word_(reinterpret_cast<std::uintptr_t>(core)) {}
-  inline TaskTicket(TaskTicket&& o) noexcept : word_(o.word_.exchange(0, std::memory_order_relaxed)) {}
+  // Moved only while the task is built, by the thread that owns both: a load and a store, not
+  // an exchange (which is a locked RMW, two of them per spawn).
+  inline TaskTicket(TaskTicket&& o) noexcept : word_(o.word_.load(std::memory_order_relaxed)) {
+    o.word_.store(0, std::memory_order_relaxed);
+  }
   TaskTicket(const TaskTicket&) = delete;
   TaskTicket& operator=(const TaskTicket&) = delete;
   TaskTicket& operator=(TaskTicket&&) = delete;

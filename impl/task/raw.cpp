@@ -286,6 +286,18 @@ bool run(Header* h) {
   }
 
   // Still pending: RUNNING -> idle, or -> rescheduled if woken during the poll.
+  //
+  // Woken during the poll by itself (a yield) with ours the only reference and no handle:
+  // nobody else can reach the word, as at the start. The context's borrowed waker is no
+  // exception: it lives on our stack, so whatever used it did so before the poll returned.
+  // acquire (the load), as at completion; release (the store) keeps the word publishing the
+  // poll's writes to the next run, though the queue the schedule function uses does as well.
+  state = h->state.load(std::memory_order_acquire);
+  if ((state & (SCHEDULED | HANDLE | AWAITER | CLOSED | REFERENCE_MASK)) == (SCHEDULED | REFERENCE)) {
+    h->state.store(state & ~RUNNING, std::memory_order_release);
+    vt->schedule(h);
+    return true;
+  }
   bool future_dropped = false;
   for (;;) {
     if ((state & CLOSED) != 0 && !future_dropped) {
