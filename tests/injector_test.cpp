@@ -25,6 +25,35 @@ TEST(Injector, FifoWithSizeAndBatches) {
   EXPECT_FALSE(inj.pop().has_value());
 }
 
+// The ring wraps and doubles: FIFO order must survive both, for single items and batches.
+TEST(Injector, StaysFifoAcrossWrapAroundAndGrowth) {
+  std::vector<int> v(1000);
+  karx::detail::Injector<int*> inj;
+  int next_in = 0, next_out = 0;
+  auto push_n = [&](int n) {
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(inj.push(&v[next_in++]));
+  };
+  auto pop_n = [&](int n) {
+    for (int i = 0; i < n; ++i) ASSERT_EQ(*inj.pop(), &v[next_out++]);
+  };
+  push_n(60);
+  pop_n(50);  // the head moves on: the next pushes wrap around the 64-slot ring
+  push_n(40);  // wraps, then grows past 64 with the items straddling the end
+  std::vector<int*> batch;
+  for (int i = 0; i < 100; ++i) batch.push_back(&v[next_in++]);
+  ASSERT_TRUE(inj.push_batch(batch.begin(), batch.end()));  // grows again
+  EXPECT_EQ(inj.size(), static_cast<std::size_t>(next_in - next_out));
+  std::array<int*, 30> out{};
+  ASSERT_EQ(inj.pop_batch(out.data(), out.size()), out.size());
+  for (int* p : out) EXPECT_EQ(p, &v[next_out++]);
+  pop_n(10);
+  push_n(5);
+  auto rest = inj.close();
+  ASSERT_EQ(rest.size(), static_cast<std::size_t>(next_in - next_out));
+  for (int* p : rest) EXPECT_EQ(p, &v[next_out++]);
+  EXPECT_EQ(next_out, next_in);
+}
+
 TEST(Injector, CloseHandsBackTheQueueAndRefusesLaterPushes) {
   std::array<int, 3> v{};
   karx::detail::Injector<int*> inj;
