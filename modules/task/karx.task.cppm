@@ -12,6 +12,7 @@ export import :state;
 export import :header;
 export import :outcome;
 export import :alloc;
+export import :slab;
 export import :cell;
 export import :chain;
 export import :frame_block;
