@@ -1,6 +1,8 @@
 // The slab allocator's slow paths (impl/task/slab.cppm): refilling a page, taking a new one
 // (adopted, spare or from the system), remote frees, and abandoning a heap at thread exit.
 module;
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -46,17 +48,66 @@ struct AbandonedPages {
 constinit AbandonedPages abandoned{};
 static_assert(std::is_trivially_destructible_v<AbandonedPages>);
 
+// --- Where pages come from ---------------------------------------------------------------------
+//
+// Segments of kSegmentPages pages, mapped at once and aligned to the page size by mapping a
+// page more and unmapping the misaligned ends. Not aligned_alloc: glibc aligns a 64 KiB block
+// by splitting a larger one and writes chunk headers on both sides, which touched about 8 KiB
+// more per page (13% more resident memory with 1,000,000 pending tasks). A released page goes
+// on a free list for the next page request, its memory but the first OS page (which holds the
+// free list's link) given back to the system with MADV_DONTNEED. Segments are never unmapped:
+// the address space stays reserved for the process's peak, the memory does not.
+constexpr std::size_t kSegmentPages = 16;
+constexpr std::size_t kOsPage = 4096;
+
+struct PageSource {
+  std::mutex lock;
+  SlabPage* free = nullptr;  // released pages, linked through `next`; guarded by `lock`
+  char* carve = nullptr;     // the rest of the newest segment
+  char* end = nullptr;
+};
+constinit PageSource page_source{};
+static_assert(std::is_trivially_destructible_v<PageSource>);
+
 SlabPage* system_page() {
-  void* memory = std::aligned_alloc(kSlabPageSize, kSlabPageSize);
-  if (memory == nullptr) [[unlikely]]
-    throw std::bad_alloc();
+  char* memory = nullptr;
+  {
+    std::lock_guard guard(page_source.lock);
+    if (SlabPage* page = page_source.free) {
+      page_source.free = page->next;
+      memory = reinterpret_cast<char*>(page);
+    } else {
+      if (page_source.carve == page_source.end) {
+        const std::size_t bytes = kSegmentPages * kSlabPageSize;
+        void* mapped =
+            ::mmap(nullptr, bytes + kSlabPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mapped == MAP_FAILED) [[unlikely]]
+          throw std::bad_alloc();
+        char* raw = static_cast<char*>(mapped);
+        char* aligned =
+            reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(raw) + kSlabPageSize - 1) & ~(kSlabPageSize - 1));
+        if (aligned != raw) ::munmap(raw, static_cast<std::size_t>(aligned - raw));
+        if (char* tail = aligned + bytes; tail != raw + bytes + kSlabPageSize)
+          ::munmap(tail, static_cast<std::size_t>(raw + bytes + kSlabPageSize - tail));
+        page_source.carve = aligned;
+        page_source.end = aligned + bytes;
+      }
+      memory = page_source.carve;
+      page_source.carve += kSlabPageSize;
+    }
+  }
   pages_allocated.fetch_add(1, std::memory_order_relaxed);
   return new (memory) SlabPage;
 }
 
 void release_page(SlabPage* page) noexcept {
   static_assert(std::is_trivially_destructible_v<SlabPage>);
-  std::free(page);
+  ::madvise(reinterpret_cast<char*>(page) + kOsPage, kSlabPageSize - kOsPage, MADV_DONTNEED);
+  {
+    std::lock_guard guard(page_source.lock);
+    page->next = page_source.free;
+    page_source.free = page;
+  }
   pages_released.fetch_add(1, std::memory_order_relaxed);
 }
 
