@@ -6,8 +6,8 @@
 //    no header per block, and a block freed on another thread goes back to the page's owner in
 //    batches, so a thread that spawns while workers free (spawning from outside) gets its
 //    blocks back instead of calling malloc. Blocks over kSlabMaxBlock bytes, or aligned beyond
-//    16, come from malloc. Sanitizer builds use `system`, so that ASan sees every block's
-//    lifetime.
+//    16, come from malloc. The asan preset uses `system`, so that ASan sees every block's
+//    lifetime; the tsan preset keeps the slab, so that TSan checks its hand-offs.
 //  - system: malloc/free directly.
 //  - scalable: oneTBB's scalable_malloc, whose per-thread pools handle blocks freed on another
 //    thread than their allocator's (measured: docs/bench.md).
