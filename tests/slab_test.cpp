@@ -324,6 +324,20 @@ TEST(Slab, AnExitingThreadAllocatesAndFreesAfterItsHeapIsGone) {
 
 // --- Stress ---------------------------------------------------------------------------------
 
+// The end of a stress test: no block was found corrupt, each was checked exactly once, and the
+// pages in use are back to what they were before.
+void expect_checked_once_and_pages_back(const std::atomic<bool>& corrupt,
+                                        const std::vector<std::atomic<std::uint8_t>>& checked,
+                                        const SlabStats& before) {
+  EXPECT_FALSE(corrupt.load());
+  std::size_t wrong = 0;
+  for (const auto& count : checked) wrong += count.load() != 1;
+  EXPECT_EQ(wrong, 0u) << "blocks not checked exactly once";
+  const SlabStats after = test_slab_stats();
+  EXPECT_EQ(after.pages_live, before.pages_live);
+  EXPECT_EQ(after.pages_abandoned, before.pages_abandoned);
+}
+
 // Threads allocate blocks of random sizes, write a pattern, and pass them to a random other
 // thread, which checks and frees them: every block is checked once, and every page comes back.
 TEST(Slab, StressBlocksPassedBetweenThreadsAreIntactAndAllComeBack) {
@@ -371,13 +385,7 @@ TEST(Slab, StressBlocksPassedBetweenThreadsAreIntactAndAllComeBack) {
       }
     });
   for (std::thread& thread : threads) thread.join();
-  EXPECT_FALSE(corrupt.load());
-  std::size_t wrong = 0;
-  for (const auto& count : checked) wrong += count.load() != 1;
-  EXPECT_EQ(wrong, 0u) << "blocks not checked exactly once";
-  const SlabStats after = test_slab_stats();
-  EXPECT_EQ(after.pages_live, before.pages_live);
-  EXPECT_EQ(after.pages_abandoned, before.pages_abandoned);
+  expect_checked_once_and_pages_back(corrupt, checked, before);
 }
 
 // Generations of threads: each checks and frees the blocks of the previous generation while
@@ -427,13 +435,7 @@ TEST(Slab, StressGenerationsOfThreadsExitWhileOthersFreeTheirBlocks) {
   for (int g = 0; g < kGenerations; ++g)
     for (int l = 0; l < kLanes; ++l) threads.emplace_back(run, g, l);
   for (std::thread& thread : threads) thread.join();
-  EXPECT_FALSE(corrupt.load());
-  std::size_t wrong = 0;
-  for (const auto& count : checked) wrong += count.load() != 1;
-  EXPECT_EQ(wrong, 0u) << "blocks not checked exactly once";
-  const SlabStats after = test_slab_stats();
-  EXPECT_EQ(after.pages_live, before.pages_live);
-  EXPECT_EQ(after.pages_abandoned, before.pages_abandoned);
+  expect_checked_once_and_pages_back(corrupt, checked, before);
 }
 
 }  // namespace

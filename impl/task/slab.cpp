@@ -54,44 +54,58 @@ static_assert(std::is_trivially_destructible_v<AbandonedPages>);
 // page more and unmapping the misaligned ends. Not aligned_alloc: glibc aligns a 64 KiB block
 // by splitting a larger one and writes chunk headers on both sides, which touched about 8 KiB
 // more per page (13% more resident memory with 1,000,000 pending tasks). A released page goes
-// on a free list for the next page request, its memory but the first OS page (which holds the
-// free list's link) given back to the system with MADV_DONTNEED. Segments are never unmapped:
-// the address space stays reserved for the process's peak, the memory does not.
+// on a free list for the next page request. Up to kResidentFreePages of them keep their
+// memory, as glibc keeps freed memory below its trim threshold: a workload whose live set
+// swings by megabytes every round (10,000 tasks spawned and finished, say) must not fault its
+// pages in again each time, which cost spawn_many_inside half its time when every released
+// page was given back. Past that, a released page's memory but its first OS page (which holds
+// the free list's link) goes back to the system with MADV_DONTNEED. Segments are never
+// unmapped: the address space stays reserved for the process's peak, the memory does not.
 constexpr std::size_t kSegmentPages = 16;
 constexpr std::size_t kOsPage = 4096;
+constexpr std::size_t kResidentFreePages = 64;  // 4 MiB
 
 struct PageSource {
   std::mutex lock;
-  SlabPage* free = nullptr;  // released pages, linked through `next`; guarded by `lock`
-  char* carve = nullptr;     // the rest of the newest segment
+  // Released pages, linked through `next`; guarded by `lock`.
+  SlabPage* resident = nullptr;  // their memory kept
+  std::size_t resident_count = 0;
+  SlabPage* advised = nullptr;  // their memory given back (but the header's OS page)
+  char* carve = nullptr;        // the rest of the newest segment
   char* end = nullptr;
 };
 constinit PageSource page_source{};
 static_assert(std::is_trivially_destructible_v<PageSource>);
 
+// Under page_source.lock: a new segment's pages to carve.
+void map_segment() {
+  const std::size_t bytes = kSegmentPages * kSlabPageSize;
+  void* mapped = ::mmap(nullptr, bytes + kSlabPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) [[unlikely]]
+    throw std::bad_alloc();
+  char* raw = static_cast<char*>(mapped);
+  char* aligned =
+      reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(raw) + kSlabPageSize - 1) & ~(kSlabPageSize - 1));
+  if (aligned != raw) ::munmap(raw, static_cast<std::size_t>(aligned - raw));
+  if (char* tail = aligned + bytes; tail != raw + bytes + kSlabPageSize)
+    ::munmap(tail, static_cast<std::size_t>(raw + bytes + kSlabPageSize - tail));
+  page_source.carve = aligned;
+  page_source.end = aligned + bytes;
+}
+
 SlabPage* system_page() {
   char* memory = nullptr;
   {
     std::lock_guard guard(page_source.lock);
-    if (SlabPage* page = page_source.free) {
-      page_source.free = page->next;
+    if (SlabPage* page = page_source.resident) {
+      page_source.resident = page->next;
+      --page_source.resident_count;
       memory = reinterpret_cast<char*>(page);
+    } else if (SlabPage* advised = page_source.advised) {
+      page_source.advised = advised->next;
+      memory = reinterpret_cast<char*>(advised);
     } else {
-      if (page_source.carve == page_source.end) {
-        const std::size_t bytes = kSegmentPages * kSlabPageSize;
-        void* mapped =
-            ::mmap(nullptr, bytes + kSlabPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (mapped == MAP_FAILED) [[unlikely]]
-          throw std::bad_alloc();
-        char* raw = static_cast<char*>(mapped);
-        char* aligned =
-            reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(raw) + kSlabPageSize - 1) & ~(kSlabPageSize - 1));
-        if (aligned != raw) ::munmap(raw, static_cast<std::size_t>(aligned - raw));
-        if (char* tail = aligned + bytes; tail != raw + bytes + kSlabPageSize)
-          ::munmap(tail, static_cast<std::size_t>(raw + bytes + kSlabPageSize - tail));
-        page_source.carve = aligned;
-        page_source.end = aligned + bytes;
-      }
+      if (page_source.carve == page_source.end) map_segment();  // throws with nothing changed
       memory = page_source.carve;
       page_source.carve += kSlabPageSize;
     }
@@ -102,11 +116,23 @@ SlabPage* system_page() {
 
 void release_page(SlabPage* page) noexcept {
   static_assert(std::is_trivially_destructible_v<SlabPage>);
-  ::madvise(reinterpret_cast<char*>(page) + kOsPage, kSlabPageSize - kOsPage, MADV_DONTNEED);
+  bool give_back = false;
   {
     std::lock_guard guard(page_source.lock);
-    page->next = page_source.free;
-    page_source.free = page;
+    if (page_source.resident_count < kResidentFreePages) {
+      page->next = page_source.resident;
+      page_source.resident = page;
+      ++page_source.resident_count;
+    } else {
+      give_back = true;
+    }
+  }
+  if (give_back) {
+    // Outside the lock (a system call); the page is nobody's until it is on the list.
+    ::madvise(reinterpret_cast<char*>(page) + kOsPage, kSlabPageSize - kOsPage, MADV_DONTNEED);
+    std::lock_guard guard(page_source.lock);
+    page->next = page_source.advised;
+    page_source.advised = page;
   }
   pages_released.fetch_add(1, std::memory_order_relaxed);
 }
