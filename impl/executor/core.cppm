@@ -151,6 +151,10 @@ struct ScheduleOnRuntime {
   }
   inline void on_poll_finished() noexcept { core_note_completed(core.get()); }
 };
+// A runtime task of an Async is built in the room its frame's block keeps for a tag and a
+// schedule function (impl/task/frame_block.cppm: kCellRoom, 24 bytes).
+static_assert(sizeof(ScheduleOnRuntime) <= 24, "the runtime's schedule function must fit the room in front of a frame");
+
 // Where a runtime task's node sits, from its header: the schedule function follows the 4-word
 // header (no tag; every cell puts it there, impl/task/cell.cppm). The shutdown walk turns
 // nodes back into tasks with it.

@@ -52,6 +52,9 @@ inline constexpr std::size_t frame_prefix =
         ? round_up(stage_offset<T> + std::max(sizeof(AsyncRoot), sizeof(Outcome<T>)) + sizeof(FrameTail), kFrameAlign)
         : 0;
 
+static_assert(frame_prefix<void> == 80 && frame_prefix<int> == 80,
+              "the room in front of a frame: header 32, tag and schedule function 24, stage 16, tail 8");
+
 inline FrameTail& frame_tail(void* frame) noexcept {
   return *reinterpret_cast<FrameTail*>(static_cast<char*>(frame) - sizeof(FrameTail));
 }

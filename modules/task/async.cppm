@@ -157,6 +157,15 @@ struct AsyncPromise<void> : AsyncPromiseAlloc<void> {
   void return_void() noexcept {}
 };
 
+// The sizes that every coroutine pays for, kept honest (docs/design.md, "Async<T>").
+struct SizeProbeFuture {
+  Poll<> poll(Context&);
+};
+static_assert(sizeof(AsyncPromise<void>) == sizeof(void*),
+              "a promise is one word: the poll's state lives with the poller");
+static_assert(sizeof(FutureAwaiter<SizeProbeFuture>) == 3 * sizeof(void*),
+              "awaiting a void future: the re-poll function, the leaf's frame, the future's address");
+
 // Lets the task layer take an Async's frame over (spawn of an Async in its own block).
 struct AsyncAccess {
   template <class T>
@@ -254,6 +263,8 @@ class Async {
 }  // namespace karx
 
 namespace karx::detail {
+static_assert(sizeof(Async<void>) == 2 * sizeof(void*), "an Async is its frame and its chain's root");
+
 template <class T>
 Async<T> AsyncPromise<T>::get_return_object() noexcept {
   auto h = Async<T>::handle_type::from_promise(*this);
