@@ -257,4 +257,74 @@ TEST(Async, AwaitsAJoinHandleOfAnotherTask) {
   EXPECT_EQ(c.output_drops, 1);
 }
 
+// A chain polled as a plain future by a frame of another chain (as a combinator would) runs
+// its own poll inside ours: each keeps its own leaf and exceptions, and ours carries on after.
+struct PollsAnAsync {
+  karx::Async<int>* inner;
+  karx::Poll<int> poll(karx::Context& cx) { return inner->poll(cx); }
+};
+
+karx::Async<int> throws_when_open(bool* open, int* polls) {
+  int v = co_await Gate{open, 1, polls};
+  if (v == 1) throw std::runtime_error("inner");
+  co_return v;
+}
+
+TEST(Async, AChainPolledInsideAnotherKeepsItsOwnStateAndExceptions) {
+  bool inner_open = false, outer_open = false;
+  int inner_polls = 0, outer_polls = 0, resumed = 0;
+  karx::Async<int> inner = leaf(&inner_open, &inner_polls, &resumed);
+  auto outer = [](karx::Async<int>* in, bool* open, int* polls) -> karx::Async<int> {
+    int a = co_await PollsAnAsync{in};      // the inner chain, suspended inside ours
+    int b = co_await Gate{open, 5, polls};  // then a leaf of our own
+    co_return a + b;
+  }(&inner, &outer_open, &outer_polls);
+  EXPECT_TRUE(probes::poll_once(outer).is_pending());
+  EXPECT_EQ(inner_polls, 1);
+  inner_open = true;
+  EXPECT_TRUE(probes::poll_once(outer).is_pending());  // the inner finishes; ours waits on its gate
+  EXPECT_EQ(resumed, 1);
+  EXPECT_EQ(outer_polls, 1);
+  outer_open = true;
+  auto r = probes::poll_once(outer);
+  ASSERT_TRUE(r.is_ready());
+  EXPECT_EQ(r.value(), 11 + 5);
+
+  // An exception from the inner chain reaches the outer coroutine, which can catch it.
+  bool open = false;
+  int polls = 0;
+  karx::Async<int> failing = throws_when_open(&open, &polls);
+  auto catcher = [](karx::Async<int>* in) -> karx::Async<int> {
+    try {
+      co_return co_await PollsAnAsync{in};
+    } catch (const std::runtime_error&) {
+      co_return -1;
+    }
+  }(&failing);
+  EXPECT_TRUE(probes::poll_once(catcher).is_pending());
+  open = true;
+  auto caught = probes::poll_once(catcher);
+  ASSERT_TRUE(caught.is_ready());
+  EXPECT_EQ(caught.value(), -1);
+}
+
+// An Async polled by hand, then spawned: the task goes on from where the chain was suspended
+// (the task is built in the frame's block, and the chain's root moves into it).
+TEST(Async, AnAsyncPolledByHandThenSpawnedGoesOnWhereItWas) {
+  bool open = false;
+  int polls = 0, resumed = 0;
+  auto a = top(&open, &polls, &resumed);
+  EXPECT_TRUE(probes::poll_once(a).is_pending());
+  EXPECT_EQ(polls, 1);
+  std::deque<karx::Task<>> queue;
+  auto [task, handle] = karx::spawn(std::move(a), [&queue](karx::Task<> t) { queue.push_back(std::move(t)); });
+  open = true;
+  task.run();
+  EXPECT_EQ(polls, 2) << "the leaf is re-polled, not the chain restarted";
+  EXPECT_EQ(resumed, 3);
+  auto r = probes::poll_once(handle);
+  ASSERT_TRUE(r.is_ready());
+  EXPECT_EQ(r.value(), std::optional<int>((10 + 1) * 2 + 100));
+}
+
 }  // namespace
