@@ -1,9 +1,9 @@
 // A slab allocator for task blocks and coroutine frames, mimalloc-style: blocks freed on
 // another thread than their allocator's go back to the allocating thread, in batches.
 //
-// The `cached` allocator (impl/task/alloc.cppm) keeps a freed block on the freeing thread, so
-// a thread that only spawns while workers free never gets blocks back and calls malloc
-// forever; and each block carries glibc's 8-byte header and 16-byte rounding. Here:
+// The per-thread block cache it replaced (`cached`) kept a freed block on the freeing thread,
+// so a thread that only spawns while workers free never got blocks back and called malloc
+// forever; and each block carried glibc's 8-byte header and 16-byte rounding. Here:
 //
 //  - A page is 64 KiB, aligned to 64 KiB, and holds blocks of one size class (16-byte steps up
 //    to kSlabMaxBlock) after a header: a block finds its page by masking its address, so
@@ -96,8 +96,7 @@ struct SlabHeap {
   }
 };
 // constinit and trivially destructible: an access is one thread-pointer-relative address, with
-// no initialization guard (as block_cache in impl/task/alloc.cppm). impl/task/slab.cpp defines
-// it and abandons it at thread exit.
+// no initialization guard. impl/task/slab.cpp defines it and abandons it at thread exit.
 extern thread_local constinit SlabHeap slab_heap;
 
 inline SlabPage* slab_page_of(void* block) noexcept {
