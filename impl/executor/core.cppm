@@ -20,7 +20,9 @@ class RuntimeCore;
 // creates and frees in its own counter (plain stores), other threads in one atomic counter;
 // the Runtime's destructor adds the workers' counts up once their threads are joined
 // (core_orphan), and from then on the last task freed deletes the core.
-RuntimeCore* core_create(const RuntimeOptions& options);  // throws std::invalid_argument
+// `runtime` is the Runtime object that owns the core: its threads report it as
+// Runtime::current().
+RuntimeCore* core_create(const RuntimeOptions& options, void* runtime);  // throws std::invalid_argument
 void core_shutdown(RuntimeCore* core) noexcept;
 void core_orphan(RuntimeCore* core) noexcept;  // after core_shutdown: the Runtime is gone
 void core_task_created(RuntimeCore* core) noexcept;
@@ -58,6 +60,25 @@ struct LiveNode {
 };
 void core_list(RuntimeCore* core, LiveNode* node) noexcept;
 void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
+
+// The Runtime (as void*: its type is defined later, in :runtime) whose tasks this thread runs:
+// set for their lifetime on its workers and blocking-pool threads, and for the duration of
+// Runtime::block_on on the calling thread (restored after, so nested block_ons unwind
+// correctly); null elsewhere. Runtime::current() reads it. constinit and trivially
+// destructible: one thread-pointer-relative load. Defined in impl/executor/runtime_core.cpp.
+extern thread_local constinit void* current_runtime;
+
+// Runtime::block_on's scope: the calling thread runs `runtime`'s tasks (or waits for one).
+class CurrentRuntimeScope {
+ public:
+  inline explicit CurrentRuntimeScope(void* runtime) noexcept : outer_(current_runtime) { current_runtime = runtime; }
+  CurrentRuntimeScope(const CurrentRuntimeScope&) = delete;
+  CurrentRuntimeScope& operator=(const CurrentRuntimeScope&) = delete;
+  inline ~CurrentRuntimeScope() { current_runtime = outer_; }
+
+ private:
+  void* outer_;
+};
 
 // On a worker thread inside a poll: gives up the processor before a call known to block
 // (karx::blocking). Returns false elsewhere.

@@ -26,6 +26,7 @@ import :scheduler;
 namespace karx::detail {
 
 thread_local Worker* current_worker = nullptr;
+thread_local constinit void* current_runtime = nullptr;
 thread_local bool yield_requested = false;
 
 namespace {
@@ -66,7 +67,7 @@ RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
   live.prev = live.next = &live;
 }
 
-RuntimeCore* core_create(const RuntimeOptions& options) {
+RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
   const unsigned processors = options.processors != 0 ? options.processors : processors_from_environment();
   if (processors > kMaxProcessors)
     throw std::invalid_argument("karx::Runtime: processors must be at most " + std::to_string(kMaxProcessors) +
@@ -82,6 +83,7 @@ RuntimeCore* core_create(const RuntimeOptions& options) {
     throw std::invalid_argument("karx::Runtime: idle_thread_timeout must be positive");
 
   auto core = std::make_unique<RuntimeCore>(options, processors);
+  core->runtime = runtime;
   core->schedtrace = schedtrace_from_environment();
   core->threads_alive.fetch_add(1, std::memory_order_relaxed);
   try {
@@ -510,6 +512,7 @@ void RuntimeCore::trim_idle_worker() noexcept {
 }
 
 void RuntimeCore::blocking_main() noexcept {
+  current_runtime = runtime;  // until the thread leaves the pool, which ~Runtime waits for
   std::unique_lock lock(blocking_mutex);
   for (;;) {
     if (blocking_queue.empty()) {
@@ -534,6 +537,7 @@ void RuntimeCore::blocking_main() noexcept {
     Task<>::from_raw(task).run();
     lock.lock();
   }
+  current_runtime = nullptr;
   --blocking_threads;
   threads_alive.fetch_sub(1, std::memory_order_relaxed);
   // The last touch of the core: shutdown waits for this under the same lock.

@@ -95,6 +95,7 @@ class RuntimeCore {
 
   RuntimeOptions options;
   unsigned processors;
+  void* runtime = nullptr;                  // the Runtime object: what its threads report as Runtime::current()
   std::chrono::milliseconds schedtrace{0};  // KARX_SCHEDTRACE
 
   // Tasks created minus freed on threads that are not this core's workers, plus kAlive

@@ -277,6 +277,7 @@ bool run_found_task(Worker* w, RawTask task) noexcept {
 
 void RuntimeCore::worker_main(Worker* w) noexcept {
   current_worker = w;
+  current_runtime = runtime;  // until the worker returns, which ~Runtime waits for (join)
   // A new worker starts with the slot (and the searching count) of the wakep that made it.
   w->searching = true;
   bool holds_slot = true;
@@ -299,6 +300,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
     searching.fetch_sub(1, std::memory_order_acq_rel);
   }
   current_worker = nullptr;
+  current_runtime = nullptr;
   std::lock_guard lock(idle_mutex);
   w->exited = true;
   threads_alive.fetch_sub(1, std::memory_order_relaxed);

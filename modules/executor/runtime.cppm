@@ -135,7 +135,7 @@ class Runtime {
  public:
   // Throws std::invalid_argument for options out of range (and for a KARX_PROCS that is not
   // a whole number from 1 to 1024), std::system_error if the monitor thread cannot start.
-  explicit Runtime(RuntimeOptions options = {}) : core_(detail::core_create(options)) {}
+  explicit Runtime(RuntimeOptions options = {}) : core_(detail::core_create(options, this)) {}
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
@@ -163,6 +163,7 @@ class Runtime {
   template <Future F>
     requires std::move_constructible<F>  // and so a non-throwing destructor
   output_of<F> block_on(F future) {
+    detail::CurrentRuntimeScope current(this);
     detail::GuestScope guest(core_);
     auto handle = spawn(std::move(future));
     auto result = guest.get() != nullptr ? detail::guest_block_on(guest.get(), std::move(handle))
@@ -185,6 +186,11 @@ class Runtime {
 
   RuntimeMetrics metrics() const { return detail::core_metrics(core_); }
 
+  // The runtime whose task this thread is running (on its workers and blocking-pool threads),
+  // or whose block_on it is inside; nullptr elsewhere, including on a thread whose block_on
+  // has returned. exec() spawns onto it.
+  static Runtime* current() noexcept { return static_cast<Runtime*>(detail::current_runtime); }
+
  private:
   detail::RuntimeCore* core_;
 };
@@ -201,10 +207,12 @@ JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
 // process exits (it is never destroyed: tasks may still run while static objects go away).
 Runtime& global_runtime();
 
+// Spawns onto Runtime::current(): the runtime whose task is calling, else the global one.
 template <Future F>
   requires std::move_constructible<F>  // and so a non-throwing destructor
 JoinHandle<output_of<F>> exec(F future) {
-  return global_runtime().spawn(std::move(future));
+  Runtime* current = Runtime::current();
+  return (current != nullptr ? *current : global_runtime()).spawn(std::move(future));
 }
 
 }  // namespace karx
