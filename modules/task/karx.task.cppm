@@ -7,7 +7,8 @@ export import :join_handle;
 export import :spawn;
 export import :async;
 export import :spawn_on;
-// Internal partitions: exported as a module requires, but they export no names.
+// Internal partitions: exported as a module requires; they export no names but test hooks
+// (docs/design.md, "Modules and files").
 export import :state;
 export import :header;
 export import :outcome;
