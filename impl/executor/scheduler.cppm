@@ -93,38 +93,43 @@ class RuntimeCore {
  public:
   explicit RuntimeCore(const RuntimeOptions& options, unsigned processors);
 
+  // Cache lines: the read-mostly fields first (every schedule call reads shutting_down); the
+  // counters that threads outside the workers write on every spawn and wake on a line of their
+  // own; the injector (its lock and size) on its own; wakep's counters on their own. Packed
+  // together, a thread spawning from outside made every worker miss on shutting_down once per
+  // spawn.
   RuntimeOptions options;
   unsigned processors;
   void* runtime = nullptr;                  // the Runtime object: what its threads report as Runtime::current()
   std::chrono::milliseconds schedtrace{0};  // KARX_SCHEDTRACE
+  std::atomic<bool> shutting_down{false};
 
   // Tasks created minus freed on threads that are not this core's workers, plus kAlive
   // while the Runtime object exists (see core_orphan).
   static constexpr std::int64_t kAlive = std::int64_t{1} << 62;
-  std::atomic<std::int64_t> foreign_balance{kAlive};
-  std::atomic<bool> shutting_down{false};
+  alignas(64) std::atomic<std::int64_t> foreign_balance{kAlive};
+  std::atomic<std::uint64_t> outside_spawned{0};
+  std::atomic<std::uint64_t> outside_completed{0};
 
-  Injector<RawTask> injector;
+  alignas(64) Injector<RawTask> injector;
 
   // The registry of workers: grows up to max_threads entries, freed with the core.
   std::unique_ptr<std::unique_ptr<Worker>[]> workers;
   std::atomic<unsigned> worker_count{0};
 
-  std::atomic<int> free_slots;  // slots no worker holds
+  alignas(64) std::atomic<int> free_slots;  // slots no worker holds
   // Workers whose slot was revoked while their poll still runs. Their queued tasks have no
   // processor (a Go P would travel with them): while this is non-zero, searchers take from
   // those queues before the injector. A hint (relaxed); the queues' protocol moves the tasks.
   std::atomic<int> revoked_workers{0};
   std::atomic<int> searching{0};  // workers searching for work (they hold a slot)
 
-  std::mutex idle_mutex;
+  alignas(64) std::mutex idle_mutex;
   std::vector<Worker*> idle;  // parked workers without a slot, most recent last
   std::atomic<unsigned> threads_alive{0};
   std::atomic<unsigned> idle_threads{0};
   std::atomic<std::uint64_t> threads_started{0};
   std::atomic<std::uint64_t> handoffs{0};
-  std::atomic<std::uint64_t> outside_spawned{0};
-  std::atomic<std::uint64_t> outside_completed{0};
   std::atomic<std::uint64_t> blocking_spawned{0};
   std::atomic<std::uint64_t> thread_start_failures{0};
   // A thread could not be started (resource limits) while work waited for it: the monitor
