@@ -93,8 +93,14 @@ struct AsyncCell {
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Winvalid-offsetof"
 template <class Cell>
-inline constexpr TaskVTable async_task_vtable{&Cell::schedule, &Cell::poll, &Cell::drop_future,   &Cell::drop_output,
-                                              &Cell::destroy,  nullptr,     offsetof(Cell, stage)};
+inline constexpr TaskVTable async_task_vtable{&Cell::schedule,
+                                              &Cell::poll,
+                                              &Cell::drop_future,
+                                              &Cell::drop_output,
+                                              &Cell::destroy,
+                                              &drop_output_and_destroy<Cell>,
+                                              nullptr,
+                                              offsetof(Cell, stage)};
 #pragma clang diagnostic pop
 
 // Whether a task with this schedule function and tag fits the room kept in front of an

@@ -48,6 +48,15 @@ struct LocalFuture {
 
 // --- What every kind of cell shares ----------------------------------------------------------
 
+// The vtable's drop_output_and_destroy, for any cell: the two inlined into one call.
+template <class Cell>
+void drop_output_and_destroy(Header* h, bool report) noexcept {
+  Cell::drop_output(h, report);
+  if (h->awaiter.vtable != nullptr) [[unlikely]]
+    drop_stale_awaiter(h);
+  Cell::destroy(h);
+}
+
 // Hands the task to its schedule function `fn` (the one in the task's own block).
 template <class Tag, class S>
 void call_schedule(Header* h, const S& fn) {  // may run on several threads at once: fn is const
@@ -175,9 +184,13 @@ struct TaskCell {
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Winvalid-offsetof"
 template <class Cell>
-inline constexpr TaskVTable task_vtable{&Cell::schedule,      &Cell::poll,
-                                        &Cell::drop_future,   &Cell::drop_output,
-                                        &Cell::destroy,       Cell::is_local ? &Cell::check_thread : nullptr,
+inline constexpr TaskVTable task_vtable{&Cell::schedule,
+                                        &Cell::poll,
+                                        &Cell::drop_future,
+                                        &Cell::drop_output,
+                                        &Cell::destroy,
+                                        &drop_output_and_destroy<Cell>,
+                                        Cell::is_local ? &Cell::check_thread : nullptr,
                                         offsetof(Cell, stage)};
 #pragma clang diagnostic pop
 

@@ -252,8 +252,7 @@ bool run(Header* h) {
     if ((state & (HANDLE | AWAITER | REFERENCE_MASK)) == REFERENCE) {
       // Report an exception nobody will see, unless the handle canceled the task while it
       // ran (and was then dropped): the user asked not to hear about it.
-      vt->drop_output(h, (state & CLOSED) == 0);
-      free_task(h);
+      vt->drop_output_and_destroy(h, (state & CLOSED) == 0);
       return false;
     }
     // RUNNING -> COMPLETED (and CLOSED too if nobody holds the handle to take the output).
@@ -272,8 +271,8 @@ bool run(Header* h) {
     }
     if (released) return false;
     if (sole) {
-      vt->drop_output(h, (state & CLOSED) == 0);  // nobody will see it: an exception goes to the handler
-      free_task(h);
+      // Nobody will see it: an exception goes to the handler.
+      vt->drop_output_and_destroy(h, (state & CLOSED) == 0);
       return false;
     }
     // Nobody will take the output: the handle is gone (report an exception in it) or the
