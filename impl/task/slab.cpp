@@ -320,32 +320,46 @@ void* allocate_abandoned(std::size_t c) {
 
 // --- Thread exit ----------------------------------------------------------------------------
 
-// Releases the heap's empty pages and abandons the others. From here on the thread owns no
-// page, so its heap's storage may go to another thread with no page naming it.
-void abandon_heap(SlabHeap& heap) noexcept {
-  heap.state = kHeapExited;
-  SlabPage* orphans = nullptr;
+// Takes every page off the heap's rings, collects what other threads freed into it, gives
+// the empty ones back and hands each page still in use to `keep` (thread exit abandons them,
+// a trim puts them back on their ring).
+template <class Keep>
+void sweep_rings(SlabHeap& heap, Keep keep) noexcept {
   for (SlabPage*& current : heap.current) {
     if (current == &slab_no_page) continue;
+    SlabPage* page = current;
     current->prev->next = nullptr;  // the ring as a list
-    for (SlabPage* page = current; page != nullptr;) {
+    current = &slab_no_page;
+    while (page != nullptr) {
       SlabPage* next = page->next;
       collect(page);
-      if (page->used == 0) {
+      if (page->used == 0)
         release_page(page);
-      } else {
-        page->next = orphans;
-        orphans = page;
-      }
+      else
+        keep(page);
       page = next;
     }
-    current = &slab_no_page;
   }
+}
+
+void release_spares(SlabHeap& heap) noexcept {
   while (SlabPage* page = heap.spare) {
     heap.spare = page->next;
     release_page(page);
   }
   heap.spares = 0;
+}
+
+// Releases the heap's empty pages and abandons the others. From here on the thread owns no
+// page, so its heap's storage may go to another thread with no page naming it.
+void abandon_heap(SlabHeap& heap) noexcept {
+  heap.state = kHeapExited;
+  SlabPage* orphans = nullptr;
+  sweep_rings(heap, [&orphans](SlabPage* page) {
+    page->next = orphans;
+    orphans = page;
+  });
+  release_spares(heap);
   if (orphans == nullptr) return;
   std::lock_guard guard(abandoned.lock);
   while (SlabPage* page = orphans) {
@@ -469,28 +483,8 @@ void slab_retire(SlabPage* page) noexcept {
 
 void slab_trim() noexcept {
   SlabHeap& heap = slab_heap;
-  if (heap.state == kHeapLive) {
-    for (SlabPage*& current : heap.current) {
-      if (current == &slab_no_page) continue;
-      SlabPage* page = current;
-      current->prev->next = nullptr;  // the ring as a list, rebuilt from the pages kept
-      current = &slab_no_page;
-      while (page != nullptr) {
-        SlabPage* next = page->next;
-        collect(page);
-        if (page->used == 0)
-          release_page(page);
-        else
-          ring_push_back(heap, page);
-        page = next;
-      }
-    }
-  }
-  while (SlabPage* page = heap.spare) {
-    heap.spare = page->next;
-    release_page(page);
-  }
-  heap.spares = 0;
+  if (heap.state == kHeapLive) sweep_rings(heap, [&heap](SlabPage* page) { ring_push_back(heap, page); });
+  release_spares(heap);
 }
 
 SlabStats slab_stats() noexcept {
