@@ -71,8 +71,7 @@ struct AsyncCell {
         ::new (static_cast<void*>(&c->stage.output)) Outcome<T>(std::current_exception());
       }
     }
-    f.destroy();  // the block is the task's: operator delete leaves it (frame_block.cppm)
-    hook_future_destroyed(c->schedule_fn);
+    drop_future(h);  // the block is the task's: the frame's operator delete leaves it
     hook_finished(c->schedule_fn);
     return true;
   }

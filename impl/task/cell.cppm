@@ -140,18 +140,14 @@ struct TaskCell {
         return false;
       }
       // The value lives in `p`; the future can go before the output takes its place.
-      c->stage.future.~Stored();
+      drop_future(h);
       future_alive = false;
-      hook_future_destroyed(c->schedule_fn);
       if constexpr (std::is_void_v<Output>)
         ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place);
       else
         ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::in_place, std::move(p).value());
     } catch (...) {
-      if (future_alive) {
-        c->stage.future.~Stored();
-        hook_future_destroyed(c->schedule_fn);
-      }
+      if (future_alive) drop_future(h);
       ::new (static_cast<void*>(&c->stage.output)) Outcome<Output>(std::current_exception());
     }
     hook_finished(c->schedule_fn);
