@@ -43,23 +43,14 @@ void core_begin_spawn(RuntimeCore* core);
 void core_count_blocking_spawn(RuntimeCore* core) noexcept;
 void core_note_completed(RuntimeCore* core) noexcept;
 
-// Every task of a runtime that has once returned Pending is on its list until its future is
+// Every task of a runtime that has once returned Pending is *listed* until its future is
 // destroyed, so that the runtime's destructor can reach idle tasks (waiting on a waker held
 // elsewhere) and destroy their futures. A task that never returned Pending is always in a
 // queue or being polled, where shutdown finds it anyway: most tasks finish in their first
-// poll and never touch the list's lock. The node sits in the task's schedule function
-// (ScheduleOnRuntime, below), which every runtime task has right after its 4-word header, so
-// the list finds the task from the node and needs no pointer to it. It never owns a
-// reference: a listed task is alive, since unlisting happens right after its future's
-// destruction, under the list's lock, while whoever destroys it still holds a reference.
-// Whether the task is listed is not read off the node (neighbours rewrite its links under the
-// lock as they come and go) but off a bit that only the task itself writes (TaskTicket).
-struct LiveNode {
-  LiveNode* prev = nullptr;  // under the list's lock
-  LiveNode* next = nullptr;
-};
-void core_list(RuntimeCore* core, LiveNode* node) noexcept;
-void core_unlist(RuntimeCore* core, LiveNode* node) noexcept;
+// poll and are never listed. The listing is the task layer's (impl/task/listing.cppm): a bit
+// in the slab page of the task's block, so a task carries no list node and no lock is shared
+// by all the runtime's tasks. Whether a task is listed is a bit of its TaskTicket, which only
+// the task itself writes, so a task that waits again does not list itself again.
 
 // The Runtime (as void*: its type is defined later, in :runtime) whose tasks this thread runs:
 // set for their lifetime on its workers and blocking-pool threads, and for the duration of
@@ -104,7 +95,7 @@ void guest_leave(Worker* guest) noexcept;
 
 // A task's share in the core's lifetime (one pointer): counted from the task's creation to
 // the destruction of its schedule function, when the task's block is freed. Bit 0 of the word
-// says whether the task is on the live list (the core is at least 8-byte aligned). Only the
+// says whether the task is listed (the core is at least 8-byte aligned). Only the
 // task itself writes the bit (its polls and its future's destruction, which the task's state
 // orders), while schedule calls on other threads read the pointer: relaxed atomics make that
 // well-defined at the cost of a plain load or store, and the pointer bits never change.
@@ -142,44 +133,44 @@ class TaskTicket {
 // must, so the task layer can skip the reference it otherwise holds around a stateful
 // schedule call (two RMWs per wake).
 //
-// ScheduleOnRuntime also carries what the runtime tracks per task, through the task layer's
-// hooks (impl/task/cell.cppm): the live-list node and the completion count. It is the one poll
+// ScheduleOnRuntime also tracks what the runtime needs per task, through the task layer's
+// hooks (impl/task/cell.cppm): the listing and the completion count. It is the one poll
 // layer: the runtime does not wrap the user's future, so a spawned Async is polled directly
-// and can be built in its own frame's block (impl/task/async_cell.cppm: 24 bytes of room).
+// and can be built in its own frame's block (impl/task/frame_block.cppm: kCellRoom bytes).
 struct ScheduleOnRuntime {
   using karx_no_keep_alive = void;
   using karx_task_hooks = void;
   TaskTicket core;
-  LiveNode node;
 
   inline void operator()(Task<> task) const noexcept { core_schedule(core.get(), std::move(task)); }
 
   // Listed before the poll returns: until then no other thread can run or drop the task.
-  inline void on_poll_pending() noexcept {
+  inline void on_poll_pending(TaskBlock block) noexcept {
     if (!core.listed()) {
-      core_list(core.get(), &node);
+      list_task_block(block);
       core.set_listed(true);
     }
   }
-  // A task leaves the list only once its future is gone, so the Runtime's destructor, which
-  // waits for the list to empty, returns only after every future's destructor has run (on
-  // whichever thread ran it).
-  inline void on_future_destroyed() noexcept {
+  // A task is unlisted only once its future is gone, so the Runtime's destructor, which
+  // waits until none of its tasks is listed, returns only after every future's destructor
+  // has run (on whichever thread ran it).
+  inline void on_future_destroyed(TaskBlock block) noexcept {
     if (core.listed()) {
-      core_unlist(core.get(), &node);
+      unlist_task_block(block);
       core.set_listed(false);
     }
   }
   inline void on_poll_finished() noexcept { core_note_completed(core.get()); }
 };
 // A runtime task of an Async is built in the room its frame's block keeps for a tag and a
-// schedule function (impl/task/frame_block.cppm: kCellRoom, 24 bytes).
-static_assert(sizeof(ScheduleOnRuntime) <= 24, "the runtime's schedule function must fit the room in front of a frame");
+// schedule function (impl/task/frame_block.cppm: kCellRoom).
+static_assert(sizeof(ScheduleOnRuntime) == sizeof(void*) && sizeof(ScheduleOnRuntime) <= kCellRoom,
+              "the runtime's schedule function is one word, and fits the room in front of a frame");
 
-// Where a runtime task's node sits, from its header: the schedule function follows the 4-word
-// header (no tag; every cell puts it there, impl/task/cell.cppm). The shutdown walk turns
-// nodes back into tasks with it.
-inline constexpr std::size_t kLiveNodeOffset = 4 * sizeof(void*) + offsetof(ScheduleOnRuntime, node);
+// Where a listed runtime task keeps its ticket, from its block's first byte: the schedule
+// function follows the 4-word header (no tag; every cell puts it there, impl/task/cell.cppm).
+// The shutdown walk reads the ticket of each listed block to find its own tasks.
+inline constexpr std::size_t kTicketOffset = 4 * sizeof(void*) + offsetof(ScheduleOnRuntime, core);
 
 struct ScheduleOnBlockingPool {
   using karx_no_keep_alive = void;

@@ -1,7 +1,8 @@
-// The runtime core: creation and options, scheduling, waking workers, metrics, the live-task
-// list, the blocking pool and shutdown.
+// The runtime core: creation and options, scheduling, waking workers, metrics, the blocking
+// pool and shutdown.
 module;
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -12,6 +13,7 @@ module;
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -64,7 +66,6 @@ void drop_task(RawTask task) noexcept { Task<>::from_raw(task).cancel(); }
 RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
     : options(opts), processors(procs), free_slots(static_cast<int>(procs)) {
   workers = std::make_unique<std::unique_ptr<Worker>[]>(options.max_threads);
-  live.prev = live.next = &live;
 }
 
 RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
@@ -389,22 +390,6 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
 
 RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->metrics(); }
 
-// --- The live-task list --------------------------------------------------------------------------
-
-void core_list(RuntimeCore* core, LiveNode* node) noexcept {
-  std::lock_guard lock(core->live_lock);
-  node->prev = &core->live;
-  node->next = core->live.next;
-  core->live.next->prev = node;
-  core->live.next = node;
-}
-
-void core_unlist(RuntimeCore* core, LiveNode* node) noexcept {
-  std::lock_guard lock(core->live_lock);
-  node->prev->next = node->next;
-  node->next->prev = node->prev;
-}
-
 // --- The blocking pool ---------------------------------------------------------------------------
 
 namespace {
@@ -587,32 +572,41 @@ void RuntimeCore::shutdown() noexcept {
   }
   for (RawTask t : blocked) drop_task(t);
 
-  // Tasks that wait on a waker held elsewhere: wake each one; its schedule call finds the
-  // injector closed and drops it, which destroys its future. The list lock keeps each task
-  // alive while we take a reference to it (a listed future is not destroyed yet).
-  std::vector<Waker> idle_tasks;
-  {
-    std::lock_guard lock(live_lock);
-    for (LiveNode* node = live.next; node != &live; node = node->next) {
-      // Borrow the header as a Task just to make a waker (one reference), then let go of
-      // the borrow without dropping a reference it never took.
-      Task<> borrowed = Task<>::from_raw(reinterpret_cast<char*>(node) - kLiveNodeOffset);
-      idle_tasks.push_back(borrowed.waker());
-      (void)std::move(borrowed).into_raw();
-    }
-  }
-  for (Waker& w : idle_tasks) std::move(w).wake_and_release();
+  // Tasks that wait on a waker held elsewhere (listed, see core.cppm): wake each one; its
+  // schedule call finds the injector closed and drops it, which destroys its future and
+  // unlists it. A visit of the listing keeps each listed task alive while we take a reference
+  // to it, but must not drop one (listing.cppm), so the wakers are gathered first, a batch at
+  // a time, and woken after the visit. The walk is repeated until it finds none of ours: a
+  // task woken by another thread just before ours was a no-op has its future destroyed on
+  // that thread (its schedule call finds the injector closed), and no future of this runtime
+  // may outlive its destructor. Nothing can stay listed: every queue is drained and closed,
+  // no worker runs, and a task is unlisted once its future is gone.
+  struct IdleBatch {
+    RuntimeCore* core;
+    std::size_t count = 0;
+    std::array<std::optional<Waker>, 256> wakers{};  // no allocation on this path: a batch at a time
 
-  // A task woken by another thread just before ours was a no-op has its future destroyed on
-  // that thread (its schedule call finds the injector closed): wait for it, so that no future
-  // of this runtime outlives its destructor. Nothing can stay listed: every queue is drained
-  // and closed, no worker runs, and a listed task leaves the list once its future is gone.
-  for (int spins = 0;; ++spins) {
-    {
-      std::lock_guard lock(live_lock);
-      if (live.next == &live) break;
+    static bool take(void* block, void* context) noexcept {
+      auto& batch = *static_cast<IdleBatch*>(context);
+      const auto& ticket = *reinterpret_cast<const TaskTicket*>(static_cast<char*>(block) + kTicketOffset);
+      if (ticket.get() != batch.core) return true;  // another runtime's
+      // Borrow the header as a Task just to make a waker (one reference), then let go of the
+      // borrow without dropping a reference it never took.
+      Task<> borrowed = Task<>::from_raw(block);
+      batch.wakers[batch.count++].emplace(borrowed.waker());
+      (void)std::move(borrowed).into_raw();
+      return batch.count < batch.wakers.size();
     }
-    if (spins < 64)
+  };
+  for (int quiet_rounds = 0;;) {
+    IdleBatch batch{this};
+    visit_listed_task_blocks(&IdleBatch::take, &batch);
+    if (batch.count == 0) break;
+    for (std::size_t i = 0; i < batch.count; ++i) std::move(*batch.wakers[i]).wake_and_release();
+    if (batch.count == batch.wakers.size()) continue;  // more may be waiting for the next batch
+    // All found were woken: ours are unlisted by now, unless another thread is destroying
+    // them. Give it time, yielding at first.
+    if (quiet_rounds++ < 64)
       std::this_thread::yield();
     else
       std::this_thread::sleep_for(std::chrono::microseconds(50));

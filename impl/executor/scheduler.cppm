@@ -139,10 +139,6 @@ class RuntimeCore {
   // an idle blocking-pool thread to make room).
   std::atomic<bool> worker_refused_at_cap{false};
 
-  // Live tasks (see LiveNode): a circular list around `live`.
-  SpinLock live_lock;  // held for a few pointer writes; a task that waits takes it twice
-  LiveNode live;
-
   // The monitor.
   std::thread monitor;
   Parker monitor_parker;

@@ -46,20 +46,37 @@ inline bool slab_serves(std::size_t size, std::size_t align) noexcept {
 #endif
 }
 
+// A block the slab does not serve carries this node in front of it, where the listing
+// (impl/task/listing.cpp) keeps it on a list while it is a listed task: the slab's blocks are
+// found through their pages' listing maps instead, and neither needs a field in the task.
+// system_prefix(align) bytes go in front, so that the block keeps its alignment.
+struct SystemBlockNode {
+  SystemBlockNode* prev;
+  SystemBlockNode* next;
+};
+inline constexpr std::size_t system_prefix(std::size_t align) noexcept {
+  return align < sizeof(SystemBlockNode) ? sizeof(SystemBlockNode) : align;
+}
+inline SystemBlockNode* system_block_node(void* block) noexcept {
+  return reinterpret_cast<SystemBlockNode*>(static_cast<char*>(block) - sizeof(SystemBlockNode));
+}
+
 inline void* allocate_task(std::size_t size, std::size_t align) {
   if (AllocationObserver observe = allocation_observer.load(std::memory_order_relaxed)) [[unlikely]]
     if (observe(size)) throw std::bad_alloc();
   if (slab_serves(size, align)) return slab_allocate(size);
-  void* block;
+  const std::size_t prefix = system_prefix(align);
+  void* raw;
 #if KARX_SCALABLE_TASK_ALLOCATOR
-  block = align <= alignof(std::max_align_t) ? scalable_malloc(size) : scalable_aligned_malloc(size, align);
+  raw = align <= alignof(std::max_align_t) ? scalable_malloc(prefix + size)
+                                           : scalable_aligned_malloc(prefix + size, align);
 #else
-  block = align <= alignof(std::max_align_t) ? std::malloc(size)
-                                             : std::aligned_alloc(align, (size + align - 1) / align * align);
+  raw = align <= alignof(std::max_align_t) ? std::malloc(prefix + size)
+                                           : std::aligned_alloc(align, (prefix + size + align - 1) / align * align);
 #endif
-  if (block == nullptr) [[unlikely]]
+  if (raw == nullptr) [[unlikely]]
     throw std::bad_alloc();
-  return block;
+  return static_cast<char*>(raw) + prefix;
 }
 
 // `size` and `align` are the ones the block was allocated with.
@@ -68,19 +85,24 @@ inline void deallocate_task(void* block, std::size_t size, std::size_t align) no
     slab_free(block, size);
     return;
   }
+  void* raw = static_cast<char*>(block) - system_prefix(align);
 #if KARX_SCALABLE_TASK_ALLOCATOR
   if (align <= alignof(std::max_align_t))
-    scalable_free(block);
+    scalable_free(raw);
   else
-    scalable_aligned_free(block);
+    scalable_aligned_free(raw);
 #else
-  std::free(block);
+  std::free(raw);
 #endif
 }
 
 }  // namespace karx::detail
 
 export namespace karx::detail {
+// Thin wrappers for tests (allocate_task and deallocate_task are not exported).
+void* test_allocate_task(std::size_t size, std::size_t align);
+void test_deallocate_task(void* block, std::size_t size, std::size_t align) noexcept;
+bool test_slab_serves(std::size_t size, std::size_t align) noexcept;
 // Gives this thread's empty slab pages back to the system, after collecting what other
 // threads freed into them (nothing to do without the slab). For tests that count allocations
 // from outside, and for a thread about to sleep for long.

@@ -14,11 +14,13 @@ module;
 #include <utility>
 export module karx.task:async_cell;
 import karx.waker;
+import :alloc;
 import :async;
 import :cell;
 import :chain;
 import :frame_block;
 import :header;
+import :listing;
 import :outcome;
 import :state;
 import :task;
@@ -56,7 +58,7 @@ struct AsyncCell {
     const Frame f = frame(h);
     AsyncPoll chain(c->stage.root, cx);
     if (!chain.resume(f)) {
-      hook_pending(c->schedule_fn);
+      hook_pending<AsyncCell>(c->schedule_fn, h);
       return false;
     }
     // Finished; the chain touches the root no more, so the output may take its place.
@@ -78,7 +80,11 @@ struct AsyncCell {
 
   static void drop_future(Header* h) noexcept {
     frame(h).destroy();
-    hook_future_destroyed(of(h)->schedule_fn);
+    hook_future_destroyed<AsyncCell>(of(h)->schedule_fn, h);
+  }
+
+  static bool in_slab(Header* h) noexcept {
+    return slab_serves(frame_prefix<T> + frame_tail(frame(h).address()).frame_size, kFrameAlign);
   }
 
   static void drop_output(Header* h, bool report) noexcept { drop_outcome(of(h)->stage.output, report); }

@@ -16,6 +16,7 @@ import karx.waker;
 import :alloc;
 import :errors;
 import :header;
+import :listing;
 import :state;
 import :outcome;
 import :task;
@@ -77,18 +78,20 @@ void call_schedule(Header* h, const S& fn) {  // may run on several threads at o
 // runtime lists the tasks that wait, for its shutdown, and counts completions). A schedule
 // function opts in with a member type `karx_task_hooks`. The hooks are called by the holder
 // of the task only (inside its poll, or where its future is destroyed), so never two at once:
-//   on_poll_pending()          a poll returned pending (before run() lets go of the task)
-//   on_future_destroyed()      the future's destructor has just returned
-//   on_poll_finished()         a poll completed the task (a value or an exception)
+//   on_poll_pending(TaskBlock)      a poll returned pending (before run() lets go of the task)
+//   on_future_destroyed(TaskBlock)  the future's destructor has just returned
+//   on_poll_finished()              a poll completed the task (a value or an exception)
+// The TaskBlock (listing.cppm) is the task's own block, for list_task_block and its partner;
+// `Cell::in_slab(h)` says where the block came from.
 template <class S>
 concept HasTaskHooks = requires { typename S::karx_task_hooks; };
-template <class S>
-inline void hook_pending(S& fn) noexcept {
-  if constexpr (HasTaskHooks<S>) fn.on_poll_pending();
+template <class Cell, class S>
+inline void hook_pending(S& fn, Header* h) noexcept {
+  if constexpr (HasTaskHooks<S>) fn.on_poll_pending(TaskBlock{h, Cell::in_slab(h)});
 }
-template <class S>
-inline void hook_future_destroyed(S& fn) noexcept {
-  if constexpr (HasTaskHooks<S>) fn.on_future_destroyed();
+template <class Cell, class S>
+inline void hook_future_destroyed(S& fn, Header* h) noexcept {
+  if constexpr (HasTaskHooks<S>) fn.on_future_destroyed(TaskBlock{h, Cell::in_slab(h)});
 }
 template <class S>
 inline void hook_finished(S& fn) noexcept {
@@ -98,7 +101,7 @@ inline void hook_finished(S& fn) noexcept {
 // Destroys an output nobody took; with `report`, an exception in it goes to the handler.
 template <class R>
 void drop_outcome(Outcome<R>& out, bool report) noexcept {
-  if (report && out.failed) report_detached_exception(out.error);
+  if (report && out.failed()) report_detached_exception(out.error);
   out.~Outcome();
 }
 
@@ -136,7 +139,7 @@ struct TaskCell {
     try {
       auto p = c->stage.future.poll(cx);
       if (p.is_pending()) {
-        hook_pending(c->schedule_fn);
+        hook_pending<TaskCell>(c->schedule_fn, h);
         return false;
       }
       // The value lives in `p`; the future can go before the output takes its place.
@@ -157,10 +160,12 @@ struct TaskCell {
   static void drop_future(Header* h) noexcept {
     TaskCell* c = of(h);
     c->stage.future.~Stored();
-    hook_future_destroyed(c->schedule_fn);
+    hook_future_destroyed<TaskCell>(c->schedule_fn, h);
   }
 
   static void drop_output(Header* h, bool report) noexcept { drop_outcome(of(h)->stage.output, report); }
+
+  static constexpr bool in_slab(Header*) noexcept { return slab_serves(sizeof(TaskCell), alignof(TaskCell)); }
 
   static void destroy(Header* h) noexcept {
     TaskCell* c = of(h);

@@ -29,8 +29,9 @@ import :outcome;
 
 namespace karx::detail {
 
-// Bytes kept for the tag and the schedule function of a task spawned in a frame's block.
-inline constexpr std::size_t kCellRoom = 24;
+// Bytes kept for the tag and the schedule function of a task spawned in a frame's block
+// (exported: the runtime checks that its schedule function fits).
+export inline constexpr std::size_t kCellRoom = 16;
 inline constexpr std::size_t kFrameAlign = alignof(std::max_align_t);
 
 struct FrameTail {
@@ -52,8 +53,9 @@ inline constexpr std::size_t frame_prefix =
         ? round_up(stage_offset<T> + std::max(sizeof(AsyncRoot), sizeof(Outcome<T>)) + sizeof(FrameTail), kFrameAlign)
         : 0;
 
-static_assert(frame_prefix<void> == 80 && frame_prefix<int> == 80,
-              "the room in front of a frame: header 32, tag and schedule function 24, stage 16, tail 8");
+static_assert(frame_prefix<void> == 64 && frame_prefix<int> == 80,
+              "the room in front of a frame: header 32, tag and schedule function 16, stage 8 (16 for a "
+              "value), tail 8");
 
 inline FrameTail& frame_tail(void* frame) noexcept {
   return *reinterpret_cast<FrameTail*>(static_cast<char*>(frame) - sizeof(FrameTail));

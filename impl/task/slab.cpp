@@ -65,6 +65,18 @@ constexpr std::size_t kSegmentPages = 16;
 constexpr std::size_t kOsPage = 4096;
 constexpr std::size_t kResidentFreePages = 64;  // 4 MiB
 
+// A segment's record, for slab_visit_pages: on a list that only grows (pushed under
+// page_source.lock, read without it), and never freed, as segments are never unmapped.
+struct Segment {
+  char* base;
+  Segment* next;
+  // Pages carved so far: stored under page_source.lock, read by visitors. Release/acquire:
+  // a visitor that counts a page sees the segment's record complete (its memory is zero
+  // from the mapping, which is all a visitor reads of it).
+  std::atomic<std::size_t> carved{0};
+};
+constinit std::atomic<Segment*> segments{nullptr};
+
 struct PageSource {
   std::mutex lock;
   // Released pages, linked through `next`; guarded by `lock`.
@@ -73,6 +85,7 @@ struct PageSource {
   SlabPage* advised = nullptr;  // their memory given back (but the header's OS page)
   char* carve = nullptr;        // the rest of the newest segment
   char* end = nullptr;
+  Segment* newest = nullptr;
 };
 constinit PageSource page_source{};
 static_assert(std::is_trivially_destructible_v<PageSource>);
@@ -80,9 +93,14 @@ static_assert(std::is_trivially_destructible_v<PageSource>);
 // Under page_source.lock: a new segment's pages to carve.
 void map_segment() {
   const std::size_t bytes = kSegmentPages * kSlabPageSize;
-  void* mapped = ::mmap(nullptr, bytes + kSlabPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapped == MAP_FAILED) [[unlikely]]
+  auto* record = static_cast<Segment*>(std::malloc(sizeof(Segment)));
+  if (record == nullptr) [[unlikely]]
     throw std::bad_alloc();
+  void* mapped = ::mmap(nullptr, bytes + kSlabPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) [[unlikely]] {
+    std::free(record);
+    throw std::bad_alloc();
+  }
   char* raw = static_cast<char*>(mapped);
   char* aligned =
       reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(raw) + kSlabPageSize - 1) & ~(kSlabPageSize - 1));
@@ -91,6 +109,10 @@ void map_segment() {
     ::munmap(tail, static_cast<std::size_t>(raw + bytes + kSlabPageSize - tail));
   page_source.carve = aligned;
   page_source.end = aligned + bytes;
+  Segment* segment = new (record) Segment{aligned, segments.load(std::memory_order_relaxed)};
+  page_source.newest = segment;
+  // Release: a visitor that loads the new head (acquire) sees the record initialized.
+  segments.store(segment, std::memory_order_release);
 }
 
 SlabPage* system_page() {
@@ -108,6 +130,8 @@ SlabPage* system_page() {
       if (page_source.carve == page_source.end) map_segment();  // throws with nothing changed
       memory = page_source.carve;
       page_source.carve += kSlabPageSize;
+      Segment& segment = *page_source.newest;
+      segment.carved.store(segment.carved.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
   }
   pages_allocated.fetch_add(1, std::memory_order_relaxed);
@@ -485,6 +509,14 @@ void slab_trim() noexcept {
   SlabHeap& heap = slab_heap;
   if (heap.state == kHeapLive) sweep_rings(heap, [&heap](SlabPage* page) { ring_push_back(heap, page); });
   release_spares(heap);
+}
+
+void slab_visit_pages(SlabPageVisitor visit, void* context) noexcept {
+  for (Segment* segment = segments.load(std::memory_order_acquire); segment != nullptr; segment = segment->next) {
+    const std::size_t carved = segment->carved.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < carved; ++i)
+      if (!visit(reinterpret_cast<SlabPage*>(segment->base + i * kSlabPageSize), context)) return;
+  }
 }
 
 SlabStats slab_stats() noexcept {

@@ -6,8 +6,8 @@
 // forever; and each block carried glibc's 8-byte header and 16-byte rounding. Here:
 //
 //  - A page is 64 KiB, aligned to 64 KiB, and holds blocks of one size class (16-byte steps up
-//    to kSlabMaxBlock) after a header: a block finds its page by masking its address, so
-//    blocks have no header of their own.
+//    to kSlabMaxBlock) after a header and the page's listing map (listing.cppm): a block finds
+//    its page by masking its address, so blocks have no header of their own.
 //  - Each thread has a heap that owns pages. The owner allocates from and frees to a page's
 //    `local` list with plain accesses; another thread frees onto the page's `remote` stack with
 //    a CAS, and the owner takes the whole stack with one exchange when `local` runs dry.
@@ -73,9 +73,24 @@ struct SlabPage {
   alignas(64) std::atomic<std::uintptr_t> remote{0};
 };
 inline constexpr std::uintptr_t kSlabAbandoned = 1;  // blocks are 16-byte aligned: never a block
-// Blocks start after the header and stay 16-byte aligned.
-inline constexpr std::size_t kSlabHeaderSize = (sizeof(SlabPage) + kSlabStep - 1) / kSlabStep * kSlabStep;
-static_assert(kSlabHeaderSize + kSlabMaxBlock <= kSlabPageSize);
+
+// After the SlabPage, the page's listing map: a bit per 16-byte step of the page, set while
+// the block that starts there is a listed task (impl/task/listing.cpp owns the bits and says
+// why). A bit per step, not per block, so that a bit names its block's address without the
+// page's class. Only ever accessed atomically (std::atomic_ref), and never written by the
+// slab: a fresh segment's memory is zero, and a page is released or reformatted only with no
+// block out, so with every bit clear. It sits in the page's first OS page, which a released
+// page keeps (release_page), so reading it never faults memory back in.
+inline constexpr std::size_t kSlabListingOffset = (sizeof(SlabPage) + 63) / 64 * 64;
+inline constexpr std::size_t kSlabListingWords = kSlabPageSize / kSlabStep / 64;
+// Blocks start after the header and the listing map, and stay 16-byte aligned.
+inline constexpr std::size_t kSlabHeaderSize = kSlabListingOffset + kSlabListingWords * sizeof(std::uint64_t);
+static_assert(kSlabHeaderSize % kSlabStep == 0 && kSlabHeaderSize + kSlabMaxBlock <= kSlabPageSize);
+static_assert(kSlabHeaderSize <= 4096, "the listing map must stay in the page's first OS page");
+
+inline std::uint64_t* slab_listing_map(SlabPage* page) noexcept {
+  return reinterpret_cast<std::uint64_t*>(reinterpret_cast<char*>(page) + kSlabListingOffset);
+}
 
 // Stands for "no page" in a heap's `current`: its `local` is always null, so the allocation
 // fast path needs no null check of the page; the slow path recognizes it by address.
@@ -142,6 +157,13 @@ inline void slab_free(void* block, std::size_t size) noexcept {
   }
   slab_free_remote(page, free);
 }
+
+// Calls visit(page, context) for every page ever taken from the system (in use, spare,
+// abandoned or released), from any thread, without a lock: the pages of a segment are
+// published as they are carved, and segments are never unmapped. Only a page's listing map
+// may be read through the pointer: its other fields belong to its owner.
+using SlabPageVisitor = bool (*)(SlabPage* page, void* context) noexcept;  // false: stop
+void slab_visit_pages(SlabPageVisitor visit, void* context) noexcept;
 
 // This thread's pages: collects their remote frees and gives the empty ones back to the system
 // (the spares too). For a thread about to sleep for long, and for tests.

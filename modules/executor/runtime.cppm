@@ -151,7 +151,7 @@ class Runtime {
   JoinHandle<output_of<F>> spawn(F future) {
     detail::core_begin_spawn(core_);
     detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});  // gives the count back if spawn throws
-    auto [task, handle] = karx::spawn(std::move(future), detail::ScheduleOnRuntime{std::move(ticket), {}});
+    auto [task, handle] = karx::spawn(std::move(future), detail::ScheduleOnRuntime{std::move(ticket)});
     detail::core_submit(core_, std::move(task));
     return std::move(handle);
   }

@@ -70,7 +70,7 @@ class JoinHandle {
           detail::release_handle(h);
       }
     } release{h, out, polled == detail::HandlePoll::ready_sole_owner};
-    if (out->failed) [[unlikely]]
+    if (out->failed()) [[unlikely]]
       std::rethrow_exception(out->error);
     if constexpr (std::is_void_v<R>)
       return Poll<bool>::ready(true);

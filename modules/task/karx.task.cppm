@@ -14,6 +14,7 @@ export import :header;
 export import :outcome;
 export import :alloc;
 export import :slab;
+export import :listing;
 export import :cell;
 export import :chain;
 export import :frame_block;

@@ -319,6 +319,53 @@ TEST(Runtime, DestructionDestroysEveryPendingFutureOnceAndResolvesEveryHandle) {
   outliving_waker.reset();
 }
 
+// A future too large for the task slab: its task block comes from the system allocator, and
+// is listed through the node in front of it rather than its page's map.
+struct LargeNeverReady {
+  NeverReady inner;
+  char ballast[2048] = {};
+  karx::Poll<int> poll(karx::Context& cx) { return inner.poll(cx); }
+};
+
+karx::Async<int> awaits_forever(probes::DropCounter drop, std::shared_ptr<karx::Waker> keep) {
+  co_await NeverReady{std::move(drop), std::move(keep)};
+  co_return 0;
+}
+
+// Idle tasks of every kind (each waiting on a waker the test holds, as an event source would),
+// more than one batch of the shutdown walk, on two runtimes: destroying one destroys each of
+// its futures once and leaves the other's alone; the other still reaches all of its own.
+TEST(Runtime, DestructionReachesEveryIdleTaskOfItsOwnAndNoneOfAnother) {
+  constexpr int kPerKind = 400;
+  std::atomic<int> drops_a{0}, drops_b{0};
+  std::vector<std::shared_ptr<karx::Waker>> event_sources;
+  auto source = [&] { return event_sources.emplace_back(std::make_shared<karx::Waker>(karx::noop_waker())); };
+  auto fill = [&](karx::Runtime& rt, std::atomic<int>& drops) {
+    const std::uint64_t polled_before = rt.metrics().tasks_polled;
+    for (int i = 0; i < kPerKind; ++i) {
+      rt.spawn(NeverReady{probes::DropCounter(drops), source()}).detach();
+      rt.spawn(LargeNeverReady{NeverReady{probes::DropCounter(drops), source()}}).detach();
+      rt.spawn(awaits_forever(probes::DropCounter(drops), source())).detach();
+    }
+    const auto deadline = Clock::now() + 30s;
+    while (rt.metrics().tasks_polled - polled_before < 3 * kPerKind && Clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
+    ASSERT_GE(rt.metrics().tasks_polled - polled_before, 3u * kPerKind);
+  };
+  auto b = std::make_unique<karx::Runtime>(two_processors());
+  fill(*b, drops_b);
+  {
+    karx::Runtime a(two_processors());
+    fill(a, drops_a);
+    EXPECT_EQ(drops_a.load(), 0);
+  }
+  EXPECT_EQ(drops_a.load(), 3 * kPerKind);
+  EXPECT_EQ(drops_b.load(), 0);
+  b.reset();
+  EXPECT_EQ(drops_b.load(), 3 * kPerKind);
+  for (auto& w : event_sources) w->wake();  // wakers that outlived their runtime: no-ops
+}
+
 double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);

@@ -167,18 +167,23 @@ TEST(Allocation, ACoroutineTaskIsOneBlockTheFrames) {
   auto [tagged_task, tagged_handle] = karx::spawn(make(), [](karx::Task<std::uint64_t>) {}, std::uint64_t{7});
   EXPECT_EQ(allocations, 2) << "an 8-byte tag fits the room too";
   EXPECT_EQ(tagged_handle.tag(), 7u);
+  std::array<void*, 2> two_words{};  // the room's 16 bytes: a queue pointer and one more word
+  auto [wide_task, wide_handle] = karx::spawn(make(), [two_words](karx::Task<>) { (void)two_words; });
+  EXPECT_EQ(allocations, 3) << "a 16-byte schedule function fits the room";
   task.run();
   tagged_task.run();
+  wide_task.run();
   EXPECT_EQ(*probes::poll_once(handle).value(), 1);
   EXPECT_EQ(*probes::poll_once(tagged_handle).value(), 1);
-  EXPECT_EQ(allocations, 2) << "running and joining allocate nothing";
+  EXPECT_EQ(*probes::poll_once(wide_handle).value(), 1);
+  EXPECT_EQ(allocations, 3) << "running and joining allocate nothing";
 }
 
 // What does not fit the room (a large schedule function) or needs a wrapper (spawn_local) takes
 // a task block of its own beside the frame, and works the same.
 TEST(Allocation, ACoroutineWhoseTaskDoesNotFitTheRoomTakesASecondBlock) {
   auto make = []() -> karx::Async<int> { co_return 2; };
-  std::array<void*, 4> big_state{};
+  std::array<void*, 4> big_state{};  // over the room, whatever the output
   Counting scope;
   auto [task, handle] = karx::spawn(make(), [big_state](karx::Task<>) { (void)big_state; });
   EXPECT_EQ(allocations, 2);
