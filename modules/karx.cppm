@@ -3,3 +3,5 @@ export module karx;
 export import karx.waker;
 export import karx.task;
 export import karx.executor;
+export import karx.time;
+export import karx.sim;

@@ -29,6 +29,7 @@
 #include <vector>
 
 import karx.executor;
+import karx.time;
 
 #include "support/thread_pool.hpp"
 

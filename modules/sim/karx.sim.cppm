@@ -12,8 +12,9 @@ module;
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
-export module karx.executor:sim;
+export module karx.sim;
 import karx.task;
+import karx.time;
 
 export namespace karx::sim {
 

@@ -1,16 +1,19 @@
-// Timers: sleep_for / sleep_until, futures that a process-wide timer driver wakes.
+// karx.time: sleep_for / sleep_until, futures that a process-wide timer driver wakes. A module
+// of its own: it needs only wakers, so any executor (the runtime, the simulation, a user's) uses
+// it, and karx.executor does not depend on it.
 //
-// The driver (impl/executor/timer_driver.cpp) is one thread with a min-heap of entries under a
+// The driver (impl/time/timer_driver.cpp) is one thread with a min-heap of entries under a
 // mutex; it starts on the first registration, so timers work from any context: a plain thread
 // that polls with a waker_fn waker, or any executor. See the comments there for the protocol.
 module;
 #include <chrono>
 #include <cstddef>
 #include <utility>
-export module karx.executor:timer;
+export module karx.time;
 import karx.waker;
 
-namespace karx::detail {
+// Exported for karx.sim (its virtual clock), not for users.
+export namespace karx::detail {
 // One registration with the timer driver: allocated on the first pending poll of a Sleep,
 // owned by it, and freed by it (on completion or destruction). Defined in timer_driver.cpp.
 struct TimerEntry;

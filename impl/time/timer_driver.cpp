@@ -1,4 +1,4 @@
-// The timer driver behind karx::Sleep (modules/executor/timer.cppm).
+// The timer driver behind karx::Sleep (modules/time/karx.time.cppm).
 //
 // One process-wide driver: a binary min-heap of TimerEntry pointers ordered by (deadline,
 // registration number), under one mutex, and one thread that waits on a condition variable
@@ -35,11 +35,11 @@ module;
 #include <system_error>
 #include <utility>
 #include <vector>
-module karx.executor;
+module karx.time;
 import karx.waker;
 
 // The names of this file live in karx::detail::timers, so that they cannot clash with (or be
-// made ambiguous by) names the other units of karx.executor declare in karx::detail.
+// made ambiguous by) names that karx's other modules declare in karx::detail.
 namespace karx::detail::timers {
 using clock = std::chrono::steady_clock;
 inline constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();

@@ -1,4 +1,4 @@
-// The simulation executor's machinery (modules/executor/sim.cppm).
+// The simulation executor's machinery (modules/sim/karx.sim.cppm).
 module;
 #include <algorithm>
 #include <chrono>
@@ -10,8 +10,9 @@ module;
 #include <string>
 #include <utility>
 #include <vector>
-module karx.executor;
+module karx.sim;
 import karx.task;
+import karx.time;
 
 namespace karx::sim {
 
