@@ -14,6 +14,11 @@ namespace karx::detail {
 
 class RuntimeCore;
 
+// Tasks travel through the runtime's queues as raw pointers (Task<>::into_raw / from_raw);
+// dropping one cancels it (its future is destroyed, its handle yields "canceled").
+using RawTask = void*;
+void drop_task(RawTask task) noexcept;
+
 // Lifetime: the core lives while the Runtime object does and while any of its tasks exists,
 // so a waker that outlives the Runtime can still be woken safely (its task is then dropped).
 // Tasks are counted without a shared reference count: a worker thread counts the tasks it

@@ -74,8 +74,7 @@ void RuntimeCore::monitor_main() noexcept {
 
     // A thread could not be started while work waited for it: try again (backing off as
     // the loop's delay does while nothing else happens).
-    if (start_retry.load(std::memory_order_relaxed) && start_retry.exchange(false, std::memory_order_acq_rel))
-      retry_thread_starts();
+    if (budget.take_retry()) retry_thread_starts();
 
     if (schedtrace.count() > 0 && now >= next_trace) {
       print_schedtrace(*this, start);
@@ -83,13 +82,13 @@ void RuntimeCore::monitor_main() noexcept {
     }
 
     delay = acted ? kMinDelay : std::min<std::chrono::nanoseconds>(delay * 2, polling ? busy_cap : kMaxDelay);
-    if (!polling && schedtrace.count() == 0 && !start_retry.load(std::memory_order_relaxed) &&
+    if (!polling && schedtrace.count() == 0 && !budget.retry_pending() &&
         free_slots.load(std::memory_order_acquire) == static_cast<int>(processors)) {
       // Nothing runs: sleep until wakep hands out a slot. Announce it, then re-check (wakep
       // takes a slot, then looks at monitor_idle: one of us sees the other).
       monitor_idle.store(true, std::memory_order_seq_cst);
-      if (free_slots.load(std::memory_order_seq_cst) == static_cast<int>(processors) &&
-          !start_retry.load(std::memory_order_seq_cst) && !shutting_down.load(std::memory_order_acquire)) {
+      if (free_slots.load(std::memory_order_seq_cst) == static_cast<int>(processors) && !budget.retry_pending() &&
+          !shutting_down.load(std::memory_order_acquire)) {
         monitor_parker.park();
       }
       monitor_idle.store(false, std::memory_order_relaxed);

@@ -1,15 +1,13 @@
-// The runtime core: creation and options, scheduling, waking workers, metrics, the blocking
-// pool and shutdown.
+// The runtime core: creation and options, scheduling, waking workers, starting threads,
+// metrics and shutdown.
 module;
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -19,7 +17,6 @@ module;
 #include <system_error>
 #include <thread>
 #include <utility>
-#include <vector>
 module karx.executor;
 import karx.task;
 import karx.machinery;
@@ -64,7 +61,11 @@ std::chrono::milliseconds schedtrace_from_environment() {
 void drop_task(RawTask task) noexcept { Task<>::from_raw(task).cancel(); }
 
 RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
-    : options(opts), processors(procs), free_slots(static_cast<int>(procs)) {
+    : options(opts),
+      processors(procs),
+      free_slots(static_cast<int>(procs)),
+      budget(opts.max_threads),
+      blocking_pool(*this, budget) {
   workers = std::make_unique<std::unique_ptr<Worker>[]>(options.max_threads);
 }
 
@@ -86,11 +87,11 @@ RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
   auto core = std::make_unique<RuntimeCore>(options, processors);
   core->runtime = runtime;
   core->schedtrace = schedtrace_from_environment();
-  core->threads_alive.fetch_add(1, std::memory_order_relaxed);
+  (void)core->budget.try_take();  // max_threads >= processors + 1: there is room for the monitor
   try {
     RuntimeCore* raw = core.get();
     core->monitor = std::thread([raw] { raw->monitor_main(); });
-    core->threads_started.fetch_add(1, std::memory_order_relaxed);
+    core->budget.started();
   } catch (const std::system_error& e) {
     throw std::system_error(e.code(), "karx::Runtime: cannot start the monitor thread");
   }
@@ -289,19 +290,10 @@ void RuntimeCore::wake_monitor() noexcept {
     monitor_parker.unpark();
 }
 
-bool RuntimeCore::try_thread_budget() noexcept {
-  unsigned alive = threads_alive.load(std::memory_order_relaxed);
-  do {
-    if (alive >= options.max_threads) return false;
-  } while (
-      !threads_alive.compare_exchange_weak(alive, alive + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-  return true;
-}
-
 // Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
 Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   Worker* w = register_worker();
-  if (w == nullptr || !try_thread_budget()) {
+  if (w == nullptr || !budget.try_take()) {
     // At the thread cap. Work may wait for good if the threads that hold the budget are idle
     // blocking-pool threads (they leave only after idle_thread_timeout) or will never pass by
     // the queues again: the monitor retries and makes room.
@@ -313,27 +305,22 @@ Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   try {
     w->given_slot.store(true, std::memory_order_relaxed);
     w->thread = std::thread([this, w] { worker_main(w); });
-    threads_started.fetch_add(1, std::memory_order_relaxed);
+    budget.started();
   } catch (...) {
     // Thread creation failed (resource limits): keep running on the threads we have, and let
     // the monitor try again while the work is still waiting.
     w->exited = true;
-    thread_start_failed();
+    budget.start_failed();
     retry = true;
     return nullptr;
   }
   return w;
 }
 
-void RuntimeCore::thread_start_failed() noexcept {
-  threads_alive.fetch_sub(1, std::memory_order_relaxed);
-  thread_start_failures.fetch_add(1, std::memory_order_relaxed);
-}
-
 void RuntimeCore::ask_for_retry() noexcept {
-  // The monitor may be parked for good (no slot taken): it must come back to retry. It
-  // parks only after seeing start_retry clear (seq_cst both sides, as for free_slots).
-  start_retry.store(true, std::memory_order_seq_cst);
+  // The monitor may be parked for good (no slot taken): it must come back to retry
+  // (thread_budget.cppm says why it cannot miss the request).
+  budget.ask_for_retry();
   wake_monitor();
 }
 
@@ -368,7 +355,7 @@ Worker* RuntimeCore::register_worker() noexcept {
 RuntimeMetrics RuntimeCore::metrics() const noexcept {
   RuntimeMetrics m;
   m.processors = processors;
-  m.threads = threads_alive.load(std::memory_order_relaxed);
+  m.threads = budget.alive();
   m.idle_threads = idle_threads.load(std::memory_order_relaxed);
   m.tasks_spawned = outside_spawned.load(std::memory_order_relaxed);
   m.tasks_completed = outside_completed.load(std::memory_order_relaxed);
@@ -382,102 +369,30 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
   }
   m.handoffs = handoffs.load(std::memory_order_relaxed);
   m.injector_depth = injector.size();
-  m.threads_started = threads_started.load(std::memory_order_relaxed);
+  m.threads_started = budget.started_count();
   m.blocking_tasks = blocking_spawned.load(std::memory_order_relaxed);
-  m.thread_start_failures = thread_start_failures.load(std::memory_order_relaxed);
+  m.thread_start_failures = budget.failures();
   return m;
 }
 
 RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->metrics(); }
 
-// --- The blocking pool ---------------------------------------------------------------------------
-
-namespace {
-void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept;
-}
-
-void core_schedule_blocking(RuntimeCore* core, Task<> task) noexcept {
-  // As in core_schedule: the task may be freed before we are done with the core.
-  core_task_created(core);
-  schedule_on_blocking_pool(core, std::move(task).into_raw());
-  core_task_freed(core);
-}
-
-namespace {
-// Starts a blocking-pool thread whose budget (try_thread_budget) and blocking_threads count
-// the caller has taken under blocking_mutex; the caller must not hold it.
-void start_blocking_thread(RuntimeCore* core) noexcept {
-  try {
-    std::thread([core] { core->blocking_main(); }).detach();
-    core->threads_started.fetch_add(1, std::memory_order_relaxed);
-  } catch (...) {
-    std::lock_guard lock(core->blocking_mutex);
-    --core->blocking_threads;
-    core->thread_start_failed();
-    core->ask_for_retry();  // under the lock: the retry sees the pool as it now is
-    core->blocking_exited.notify_all();
-  }
-}
-
-void schedule_on_blocking_pool(RuntimeCore* core, RawTask raw) noexcept {
-  bool start = false;
-  {
-    std::lock_guard lock(core->blocking_mutex);
-    if (core->blocking_closed) {
-      drop_task(raw);
-      return;
-    }
-    core->blocking_queue.push_back(raw);
-    if (core->blocking_idle > 0) {
-      core->blocking_cv.notify_one();
-    } else if (core->try_thread_budget()) {
-      ++core->blocking_threads;
-      start = true;
-    } else if (core->blocking_threads == 0) {
-      // At the thread cap with no pool thread to take it when done: the workers hold the
-      // budget. The monitor retries, and asks an idle spare worker to make room.
-      core->ask_for_retry();
-    }
-    // Otherwise at the thread cap: a busy blocking thread takes it when it is done.
-  }
-  if (start) start_blocking_thread(core);
-}
-}  // namespace
+// --- Starting threads: the monitor's retry --------------------------------------------------
 
 void RuntimeCore::retry_thread_starts() noexcept {
   // Workers: wakep hands a free slot to a new thread if work is queued; if the start fails or
-  // the cap refuses it, start_worker sets start_retry again. At the cap, an idle pool thread
+  // the cap refuses it, wakep asks for a retry again. At the cap, an idle pool thread
   // is asked to leave, so the next round finds room.
   if (work_visible()) {
     worker_refused_at_cap.store(false, std::memory_order_relaxed);
     wakep();
-    if (worker_refused_at_cap.load(std::memory_order_relaxed)) trim_idle_blocking_thread();
+    if (worker_refused_at_cap.load(std::memory_order_relaxed)) blocking_pool.release_idle_thread();
   }
-  // The blocking pool: closures wait and no pool thread is idle.
-  bool start = false, at_cap = false;
-  {
-    std::lock_guard lock(blocking_mutex);
-    if (!blocking_closed && !blocking_queue.empty() && blocking_idle == 0) {
-      if (try_thread_budget()) {
-        ++blocking_threads;
-        start = true;
-      } else if (blocking_threads == 0) {
-        at_cap = true;  // no pool thread will come by: the workers hold the budget
-      }
-    }
-  }
-  if (start) start_blocking_thread(this);
-  if (at_cap) {
+  // The blocking pool: closures wait and no pool thread is idle. At the cap with no pool
+  // thread at all, an idle spare worker leaves to make room, and the monitor tries again.
+  if (!blocking_pool.retry_start()) {
     trim_idle_worker();
     ask_for_retry();
-  }
-}
-
-void RuntimeCore::trim_idle_blocking_thread() noexcept {
-  std::lock_guard lock(blocking_mutex);
-  if (blocking_idle > blocking_trim) {
-    ++blocking_trim;
-    blocking_cv.notify_all();  // one idle thread takes the request; the others wait on
   }
 }
 
@@ -496,39 +411,6 @@ void RuntimeCore::trim_idle_worker() noexcept {
   w->parker.unpark();
 }
 
-void RuntimeCore::blocking_main() noexcept {
-  current_runtime = runtime;  // until the thread leaves the pool, which ~Runtime waits for
-  std::unique_lock lock(blocking_mutex);
-  for (;;) {
-    if (blocking_queue.empty()) {
-      if (blocking_closed) break;
-      ++blocking_idle;
-      idle_threads.fetch_add(1, std::memory_order_relaxed);
-      const bool got = blocking_cv.wait_for(lock, options.idle_thread_timeout, [&] {
-        return blocking_closed || !blocking_queue.empty() || blocking_trim > 0;
-      });
-      --blocking_idle;
-      idle_threads.fetch_sub(1, std::memory_order_relaxed);
-      if (!got) break;  // idle too long: exit
-      if (blocking_queue.empty() && blocking_trim > 0) {
-        --blocking_trim;  // make room under the thread cap for a worker
-        break;
-      }
-      continue;
-    }
-    RawTask task = blocking_queue.front();
-    blocking_queue.pop_front();
-    lock.unlock();
-    Task<>::from_raw(task).run();
-    lock.lock();
-  }
-  current_runtime = nullptr;
-  --blocking_threads;
-  threads_alive.fetch_sub(1, std::memory_order_relaxed);
-  // The last touch of the core: shutdown waits for this under the same lock.
-  blocking_exited.notify_all();
-}
-
 // --- Shutdown --------------------------------------------------------------------------------------
 
 void core_shutdown(RuntimeCore* core) noexcept { core->shutdown(); }
@@ -540,11 +422,7 @@ void RuntimeCore::shutdown() noexcept {
     for (Worker* w : idle) w->parker.unpark();
   }
   monitor_parker.unpark();
-  {
-    std::lock_guard lock(blocking_mutex);
-    blocking_closed = true;
-    blocking_cv.notify_all();
-  }
+  blocking_pool.close();
 
   // Wait for polls in progress to return: every worker thread ends after its current poll.
   const unsigned n = worker_count.load(std::memory_order_acquire);
@@ -553,10 +431,7 @@ void RuntimeCore::shutdown() noexcept {
     if (workers[i]->thread.joinable()) workers[i]->thread.join();
   }
   if (monitor.joinable()) monitor.join();
-  {
-    std::unique_lock lock(blocking_mutex);
-    blocking_exited.wait(lock, [&] { return blocking_threads == 0; });
-  }
+  blocking_pool.wait_for_threads();
 
   // Destroy what is queued: the futures go, their handles yield "canceled".
   for (unsigned i = 0; i < n; ++i) {
@@ -565,12 +440,7 @@ void RuntimeCore::shutdown() noexcept {
     while (auto t = w.local.pop()) drop_task(*t);
   }
   for (RawTask t : injector.close()) drop_task(t);
-  std::deque<RawTask> blocked;
-  {
-    std::lock_guard lock(blocking_mutex);
-    blocked.swap(blocking_queue);
-  }
-  for (RawTask t : blocked) drop_task(t);
+  for (RawTask t : blocking_pool.take_queued()) drop_task(t);
 
   // Tasks that wait on a waker held elsewhere (listed, see core.cppm): wake each one; its
   // schedule call finds the injector closed and drops it, which destroys its future and

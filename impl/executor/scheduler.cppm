@@ -16,13 +16,12 @@
 //    than blocking_threshold gets its slot revoked (one CAS) and the slot goes to another
 //    worker. When the blocked poll returns, its worker tries to take a free slot back;
 //    failing that it moves its queued tasks to the injector and becomes a spare.
-//  - spawn_blocking runs closures on a separate pool of threads that never hold a slot.
+//  - spawn_blocking runs closures on a separate pool of threads that never hold a slot
+//    (blocking_pool.cppm); every thread counts against the budget (thread_budget.cppm).
 module;
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -32,11 +31,10 @@ import karx.task;
 import karx.machinery;
 import :options;
 import :core;
+import :thread_budget;
+import :blocking_pool;
 
 namespace karx::detail {
-
-// Tasks travel through the queues as raw pointers (Task<>::into_raw / from_raw).
-using RawTask = void*;
 
 // The poll word of a worker: (seq << 1) | REVOKED. `seq` is odd while a poll runs. The worker
 // stores seq+1 (relaxed) when a poll starts and adds 1 to seq with an RMW when it ends, which
@@ -125,34 +123,21 @@ class RuntimeCore {
   std::atomic<int> searching{0};  // workers searching for work (they hold a slot)
 
   alignas(64) std::mutex idle_mutex;
-  std::vector<Worker*> idle;  // parked workers without a slot, most recent last
-  std::atomic<unsigned> threads_alive{0};
-  std::atomic<unsigned> idle_threads{0};
-  std::atomic<std::uint64_t> threads_started{0};
+  std::vector<Worker*> idle;              // parked workers without a slot, most recent last
+  std::atomic<unsigned> idle_threads{0};  // parked workers without a slot and idle pool threads
   std::atomic<std::uint64_t> handoffs{0};
   std::atomic<std::uint64_t> blocking_spawned{0};
-  std::atomic<std::uint64_t> thread_start_failures{0};
-  // A thread could not be started (resource limits) while work waited for it: the monitor
-  // retries, with backoff, until a start succeeds or the work is gone.
-  std::atomic<bool> start_retry{false};
   // start_worker was refused by the thread cap (read by the monitor's retry, which then asks
   // an idle blocking-pool thread to make room).
   std::atomic<bool> worker_refused_at_cap{false};
+  ThreadBudget budget;
 
   // The monitor.
   std::thread monitor;
   Parker monitor_parker;
   std::atomic<bool> monitor_idle{false};
 
-  // The blocking pool.
-  std::mutex blocking_mutex;
-  std::condition_variable blocking_cv;
-  std::deque<RawTask> blocking_queue;
-  bool blocking_closed = false;
-  unsigned blocking_idle = 0;
-  unsigned blocking_threads = 0;
-  unsigned blocking_trim = 0;  // idle pool threads asked to exit (the cap keeps a worker out)
-  std::condition_variable blocking_exited;
+  BlockingPool blocking_pool;
 
   // --- Functions (impl/executor/*.cpp) ---
   // Hands a free slot to an idle or new worker if work may be waiting. wakep() is for work
@@ -168,14 +153,10 @@ class RuntimeCore {
   Worker* register_worker() noexcept;  // under idle_mutex: an exited struct or a new one
   void worker_main(Worker* w) noexcept;
   void monitor_main() noexcept;
-  void blocking_main() noexcept;
   void shutdown() noexcept;
-  bool try_thread_budget() noexcept;          // reserve one thread of max_threads
-  void thread_start_failed() noexcept;        // count it and give the budget back
-  void ask_for_retry() noexcept;              // work waits for a thread: the monitor retries the start
-  void retry_thread_starts() noexcept;        // the monitor's retry: a worker and a blocking thread
-  void trim_idle_blocking_thread() noexcept;  // at the cap: an idle pool thread exits
-  void trim_idle_worker() noexcept;           // at the cap: an idle spare worker exits
+  void ask_for_retry() noexcept;        // work waits for a thread: the monitor retries the start
+  void retry_thread_starts() noexcept;  // the monitor's retry: a worker and a blocking thread
+  void trim_idle_worker() noexcept;     // at the cap: an idle spare worker exits
   RuntimeMetrics metrics() const noexcept;
 };
 
@@ -188,6 +169,5 @@ void run_task(Worker* w, RawTask task) noexcept;
 void push_local(Worker* w, RawTask task) noexcept;       // into runnext (the previous one queues)
 void push_back_local(Worker* w, RawTask task) noexcept;  // to the back of the local queue
 void core_submit_outside(RuntimeCore* core, Task<> task) noexcept;
-void drop_task(RawTask task) noexcept;
 
 }  // namespace karx::detail

@@ -303,7 +303,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
   current_runtime = nullptr;
   std::lock_guard lock(idle_mutex);
   w->exited = true;
-  threads_alive.fetch_sub(1, std::memory_order_relaxed);
+  budget.exited();
 }
 
 bool enter_blocking() noexcept {
