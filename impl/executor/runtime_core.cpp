@@ -214,10 +214,15 @@ void push_local(Worker* w, RawTask task) noexcept {
 
 void push_back_local(Worker* w, RawTask task) noexcept {
   while (!w->local.push(task)) {
-    // Full: move the older half (and then retry) to the injector, as Go's runqputslow.
+    // Full: move the older half (and then retry) to the injector, as Go's runqputslow, and
+    // offer it to an idle worker: spilled work must not wait in the injector while a
+    // processor has nothing to do (wakep: the injector's push is no seq_cst RMW).
     RawTask batch[decltype(w->local)::capacity / 2];
     const std::uint32_t n = w->local.take_half_for_spill(batch);
-    if (n != 0 && !w->core->injector.push_batch(batch, batch + n))
+    if (n == 0) continue;
+    if (w->core->injector.push_batch(batch, batch + n))
+      w->core->wakep();
+    else
       for (std::uint32_t i = 0; i < n; ++i) drop_task(batch[i]);
   }
 }

@@ -68,6 +68,7 @@ struct Worker {
   // Owner-only state.
   bool searching = false;
   std::uint64_t tick = 0;
+  std::uint32_t runnext_streak = 0;  // polls in a row taken from runnext (worker.cpp)
   std::uint32_t rng = 0;
 
   // Counters written by the owner only, summed by metrics(): relaxed load+store, no RMW.

@@ -1,0 +1,147 @@
+// Fairness on one processor: runnext (a task spawned or woken on a worker runs next) serves at
+// most a few polls in a row before the queue behind it gets its turn, so neither a chain of
+// spawns nor two tasks waking each other can keep a queued task from running. Each test would
+// wait for ever without that bound (with one processor no thief comes), so each gives up after
+// a deadline and fails.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+import karx;
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+karx::RuntimeOptions one_processor() {
+  karx::RuntimeOptions o;
+  o.processors = 1;
+  return o;
+}
+
+bool wait_until(const std::atomic<bool>& flag, std::chrono::seconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (!flag.load() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  return flag.load();
+}
+
+// --- A task queued behind a chain of spawns --------------------------------------------------
+
+struct Chain {
+  karx::Runtime* rt;
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> links{0};       // chain polls so far
+  std::atomic<std::uint64_t> links_at_x{0};  // ... when the queued task ran
+  std::atomic<bool> x_ran{false};
+};
+
+// Each link spawns the next (into runnext) until told to stop.
+struct Link {
+  Chain* chain;
+  karx::Poll<> poll(karx::Context&) {
+    chain->links.fetch_add(1);
+    if (!chain->stop.load()) chain->rt->spawn(Link{chain}).detach();
+    return karx::ready();
+  }
+};
+
+struct Queued {
+  Chain* chain;
+  karx::Poll<> poll(karx::Context&) {
+    chain->links_at_x.store(chain->links.load());
+    chain->x_ran.store(true);
+    chain->stop.store(true);
+    return karx::ready();
+  }
+};
+
+// Spawns the queued task, then the chain's head: the head takes runnext and pushes the queued
+// task into the worker's queue, where only the worker itself can get to it.
+struct Start {
+  Chain* chain;
+  karx::Poll<> poll(karx::Context&) {
+    chain->rt->spawn(Queued{chain}).detach();
+    chain->rt->spawn(Link{chain}).detach();
+    return karx::ready();
+  }
+};
+
+TEST(Fairness, ATaskQueuedBehindASpawnChainRunsWithinAFewPolls) {
+  karx::Runtime rt(one_processor());
+  Chain chain{&rt};
+  rt.spawn(Start{&chain}).detach();
+  const bool ran = wait_until(chain.x_ran, 10s);
+  chain.stop.store(true);  // ends the chain either way
+  ASSERT_TRUE(ran) << "the queued task never ran: " << chain.links.load() << " chain polls went first";
+  EXPECT_LE(chain.links_at_x.load(), 8u) << "the chain held runnext for too long";
+}
+
+// --- A yield_now loop beside two tasks that wake each other ----------------------------------
+
+struct Pair {
+  std::mutex lock;
+  std::optional<karx::Waker> wakers[2];
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> polls{0};
+};
+
+// Each poll wakes the other side (into runnext) and waits to be woken in turn.
+struct PingPong {
+  Pair* pair;
+  int side;
+  karx::Poll<> poll(karx::Context& cx) {
+    pair->polls.fetch_add(1);
+    if (pair->stop.load()) return karx::ready();
+    std::optional<karx::Waker> other;
+    {
+      std::lock_guard guard(pair->lock);
+      pair->wakers[side] = cx.waker();
+      other = std::exchange(pair->wakers[1 - side], std::nullopt);
+    }
+    if (other) std::move(*other).wake();
+    return karx::pending;
+  }
+};
+
+karx::Async<> yield_loop(int yields, std::atomic<std::uint64_t>& pair_polls, std::atomic<std::uint64_t>& polls_at_end,
+                         std::atomic<bool>& done) {
+  for (int i = 0; i < yields; ++i) co_await karx::yield_now();
+  polls_at_end.store(pair_polls.load());
+  done.store(true);
+}
+
+TEST(Fairness, AYieldLoopProgressesBesideTwoTasksThatWakeEachOther) {
+  constexpr int kYields = 100;
+  karx::Runtime rt(one_processor());
+  Pair pair;
+  auto ping = rt.spawn(PingPong{&pair, 0});
+  auto pong = rt.spawn(PingPong{&pair, 1});
+  std::atomic<std::uint64_t> polls_at_end{0};
+  std::atomic<bool> done{false};
+  // Once the pair is going, so that the yielder joins a worker busy with it.
+  while (pair.polls.load() < 100) std::this_thread::sleep_for(1ms);
+  const std::uint64_t polls_at_start = pair.polls.load();
+  rt.spawn(yield_loop(kYields, pair.polls, polls_at_end, done)).detach();
+  const bool finished = wait_until(done, 10s);
+  pair.stop.store(true);
+  {
+    std::lock_guard guard(pair.lock);  // wake whichever side waits, so that both see stop
+    for (auto& w : pair.wakers)
+      if (w) std::exchange(w, std::nullopt)->wake();
+  }
+  EXPECT_TRUE(karx::block_on(std::move(ping)));  // a void handle yields whether the task completed
+  EXPECT_TRUE(karx::block_on(std::move(pong)));
+  ASSERT_TRUE(finished) << "the yield loop was starved: " << pair.polls.load() - polls_at_start
+                        << " polls of the pair went first";
+  // Each yield waits behind at most a streak of the pair's polls (and the injector's turn).
+  EXPECT_LE(polls_at_end.load() - polls_at_start, std::uint64_t{kYields} * 8 + 100);
+}
+
+}  // namespace
