@@ -8,10 +8,11 @@
 once they are built.) What it does, in order:
 
 1. The throughput workloads (spawn_many, spawn_many_inside, chained_spawn, ping_pong,
-   yield_many). For each workload, R rounds: the Google Benchmark binary karx_runtime_bench
-   (karx, oneTBB, Boost.Asio; K repetitions, interleaved at random) and the Go peer (threads 1
-   and 2, K repetitions), alternating which of the two goes first. Every (workload, threads,
-   library) gets R x K samples of ns per operation.
+   yield_many) and the fork-join ones (fib, skynet: karx, oneTBB and Go, no Asio idiom; their
+   target is against oneTBB). For each workload, R rounds: the Google Benchmark binary
+   karx_runtime_bench (karx, oneTBB, Boost.Asio; K repetitions, interleaved at random) and the
+   Go peer (threads 1 and 2, K repetitions), alternating which of the two goes first. Every
+   (workload, threads, library) gets R x K samples of ns per operation.
 2. The workloads that are not throughput loops, each measurement in its own process: blocking
    (karx with three variants, Go, oneTBB, Asio), idle (CPU time of an idle runtime), memory
    (bytes per parked task), and the task layer (bench/summarize.sh on karx_task_bench).
@@ -55,6 +56,8 @@ THROUGHPUT = [
     ("chained_spawn", "ns/spawn", 0.67),
     ("ping_pong", "ns/round", 0.67),
     ("yield_many", "ns/yield", 0.67),
+    ("fib", "ns/task", 0.5),
+    ("skynet", "ns/task", 0.5),
 ]
 THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
 SPECIAL_NAMES = ["blocking", "idle", "memory", "task_layer"]
@@ -63,6 +66,22 @@ GBENCH_LIBS = ("karx", "tbb", "asio")
 LIBS = ("karx", "tbb", "asio", "go")
 PEERS = ("tbb", "asio", "go")
 LIB_TITLES = {"karx": "karx", "tbb": "oneTBB", "asio": "Boost.Asio", "go": "Go"}
+# Fork-join has no Boost.Asio idiom (a handler cannot wait for its children), and its target
+# is against oneTBB's task_group alone (Go runs for comparison).
+WORKLOAD_LIBS = {"fib": ("karx", "tbb", "go"), "skynet": ("karx", "tbb", "go")}
+RATIO_PEERS = {"fib": ("tbb",), "skynet": ("tbb",)}
+
+
+def libs_of(workload):
+    return WORKLOAD_LIBS.get(workload, LIBS)
+
+
+def gbench_libs_of(workload):
+    return tuple(lib for lib in GBENCH_LIBS if lib in libs_of(workload))
+
+
+def ratio_peers_of(workload):
+    return RATIO_PEERS.get(workload, PEERS)
 
 # Targets of the special workloads.
 BLOCKING_SLACK_MS = 2.0           # karx default: max gap <= threshold + 2 ms (and <= Go's)
@@ -224,12 +243,12 @@ class Throughput:
         binary = self.args.runtime_bench
         if not executable(binary):
             reason, detail = missing_reason(binary)
-            for lib in GBENCH_LIBS:
+            for lib in gbench_libs_of(workload):
                 for t in THREADS:
                     self.failures.setdefault((workload, t, lib), []).append(reason)
             self.problems.add("karx_runtime_bench", reason, detail)
             return
-        argv = [binary, f"--benchmark_filter=^({'|'.join(GBENCH_LIBS)})_{workload}/",
+        argv = [binary, f"--benchmark_filter=^({'|'.join(gbench_libs_of(workload))})_{workload}/",
                 f"--benchmark_repetitions={self.args.reps}",
                 "--benchmark_enable_random_interleaving=true",
                 f"--benchmark_min_time={self.args.min_time:g}", "--benchmark_format=json"]
@@ -245,7 +264,7 @@ class Throughput:
                 doc = None
         if doc is None:
             reason = res.error or "no JSON"
-            for lib in GBENCH_LIBS:
+            for lib in gbench_libs_of(workload):
                 for t in THREADS:
                     self.failures.setdefault((workload, t, lib), []).append(reason)
             self.problems.add(f"karx_runtime_bench {workload}", reason,
@@ -276,7 +295,7 @@ class Throughput:
             self.samples.setdefault((workload, threads, lib), []).append(ns)
             self.units[(workload, threads, lib)] = dict(THROUGHPUT_UNITS)[workload]
             self.raw_gbench.append({"round": rnd, **b})
-        for lib in GBENCH_LIBS:
+        for lib in gbench_libs_of(workload):
             for t in THREADS:
                 if (lib, t) in seen:
                     continue
@@ -361,11 +380,14 @@ class Throughput:
                     xs = self.samples.get((workload, t, lib), [])
                     fails = sorted(set(self.failures.get((workload, t, lib), [])))
                     entry = {"samples": xs, "failures": fails}
+                    if lib not in libs_of(workload):
+                        entry["not_applicable"] = True
                     if xs:
                         entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
                     row["libs"][lib] = entry
-                peers = [(row["libs"][p]["median"], p) for p in PEERS if "median" in row["libs"][p]]
-                missing_peers = [p for p in PEERS if "median" not in row["libs"][p]]
+                ratio_peers = ratio_peers_of(workload)
+                peers = [(row["libs"][p]["median"], p) for p in ratio_peers if "median" in row["libs"][p]]
+                missing_peers = [p for p in ratio_peers if "median" not in row["libs"][p]]
                 karx = row["libs"]["karx"]
                 row["missing_peers"] = missing_peers
                 if peers:
@@ -590,6 +612,8 @@ def fmt(v, digits=None):
 
 
 def throughput_cell(entry, expected):
+    if entry.get("not_applicable"):
+        return "–"
     if "median" not in entry:
         return "missing (" + (", ".join(entry["failures"]) or "no samples") + ")"
     s = f"{fmt(entry['median'])} ({fmt(entry['min'])}–{fmt(entry['max'])})"

@@ -5,6 +5,7 @@
 #include <oneapi/tbb/task_group.h>
 
 #include <atomic>
+#include <cstdint>
 
 #include "workloads.hpp"
 
@@ -96,10 +97,59 @@ void tbb_yield_many(benchmark::State& state) {
   set_ops(state, static_cast<double>(tasks) * kYields);
 }
 
+// fib as oneTBB's users write it: a task_group per call, the child run as a task.
+std::uint64_t tbb_fib(int n) {
+  if (n < 2) return static_cast<std::uint64_t>(n);
+  std::uint64_t a = 0;
+  tbb::task_group tg;
+  tg.run([&a, n] { a = tbb_fib(n - 1); });
+  const std::uint64_t b = tbb_fib(n - 2);
+  tg.wait();
+  return a + b;
+}
+
+void tbb_fib(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state)
+    if (arena.execute([] { return tbb_fib(kFibN); }) != kFibValue) state.SkipWithError("fib(30) is wrong");
+  set_ops(state, fib_spawns(kFibN));
+}
+
+std::uint64_t tbb_skynet(std::uint64_t num, std::uint64_t size) {
+  if (size == 1) return num;
+  const std::uint64_t step = size / kSkynetChildren;
+  std::uint64_t sums[kSkynetChildren];
+  tbb::task_group tg;
+  for (std::uint64_t i = 0; i < kSkynetChildren; ++i)
+    tg.run([&sums, i, num, step] { sums[i] = tbb_skynet(num + i * step, step); });
+  tg.wait();
+  std::uint64_t sum = 0;
+  for (std::uint64_t s : sums) sum += s;
+  return sum;
+}
+
+void tbb_skynet(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    // The root is a task too, as in karx and Go.
+    const std::uint64_t sum = arena.execute([] {
+      std::uint64_t result = 0;
+      tbb::task_group tg;
+      tg.run([&result] { result = tbb_skynet(0, kSkynetLeaves); });
+      tg.wait();
+      return result;
+    });
+    if (sum != kSkynetSum) state.SkipWithError("skynet's sum is wrong");
+  }
+  set_ops(state, skynet_tasks());
+}
+
 KARX_BENCH_WORKLOAD(tbb, spawn_many);
 KARX_BENCH_WORKLOAD(tbb, spawn_many_inside);
 KARX_BENCH_WORKLOAD(tbb, chained_spawn);
 KARX_BENCH_WORKLOAD(tbb, ping_pong);
 KARX_BENCH_WORKLOAD(tbb, yield_many);
+KARX_BENCH_WORKLOAD(tbb, fib);
+KARX_BENCH_WORKLOAD(tbb, skynet);
 
 }  // namespace

@@ -36,6 +36,8 @@ var workloads = map[string]workload{
 	"chained_spawn":     {1, throughputRunner("chained_spawn", "ns/spawn", chainedSpawn)},
 	"ping_pong":         {1, throughputRunner("ping_pong", "ns/round", pingPong)},
 	"yield_many":        {1, throughputRunner("yield_many", "ns/yield", yieldMany)},
+	"fib":               {1, throughputRunner("fib", "ns/task", fibWorkload)},
+	"skynet":            {1, throughputRunner("skynet", "ns/task", skynetWorkload)},
 	"blocking":          {2, runBlocking},
 	"idle":              {2, runIdle},
 	"memory":            {2, runMemory},
@@ -43,7 +45,7 @@ var workloads = map[string]workload{
 
 // workloadOrder lists the workloads for the usage text in a stable order.
 var workloadOrder = []string{
-	"spawn_many", "spawn_many_inside", "chained_spawn", "ping_pong", "yield_many",
+	"spawn_many", "spawn_many_inside", "chained_spawn", "ping_pong", "yield_many", "fib", "skynet",
 	"blocking", "idle", "memory",
 }
 
