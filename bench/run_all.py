@@ -60,7 +60,8 @@ THROUGHPUT = [
     ("skynet", "ns/task", 0.5),
 ]
 THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
-SPECIAL_NAMES = ["blocking", "idle", "memory", "task_layer"]
+SPECIAL_NAMES = ["blocking", "idle", "memory", "forkjoin_memory", "task_layer"]
+PROBE_SECTIONS = ("blocking", "idle", "memory", "forkjoin_memory")
 THREADS = (1, 2)
 GBENCH_LIBS = ("karx", "tbb", "asio")
 LIBS = ("karx", "tbb", "asio", "go")
@@ -91,6 +92,7 @@ BATCH_MIN_SPEED = 0.9             # batch_quiet_ms / batch_blocked_ms >= 0.9
 IDLE_MAX_CPU_MS_PER_S = 1.0       # karx idle < 1 ms CPU per second
 MEMORY_MAX_BYTES = 128.0          # karx <= 128 bytes per task ...
 MEMORY_GO_FRACTION = 0.1          # ... and <= 1/10 of Go's
+FORKJOIN_RSS_MAX_TBB = 2.0        # karx's peak RSS in fib / skynet <= 2x oneTBB's (issue 12)
 TASK_LAYER_MAX_RATIO = 1.0        # Async spawn+run+join / (malloc+free + 2 RMWs) <= 1 (issue 11)
 TASK_LAYER_NUM = "BM_karx_async_spawn_run_join"
 TASK_LAYER_DEN = "BM_baseline_malloc64_free_2rmw"
@@ -433,13 +435,18 @@ def probe_jobs(args):
         ("memory", "karx", "struct", [p, "memory", "karx", "--future", "struct"]),
         ("memory", "tbb", "", [p, "memory", "tbb"]),
         ("memory", "go", "", [g, "memory"]),
+        *[("forkjoin_memory", lib, w, argv)
+          for w in ("fib", "skynet")
+          for lib, argv in (("karx", [p, "forkjoin_memory", "karx", "--workload", w]),
+                            ("tbb", [p, "forkjoin_memory", "tbb", "--workload", w]),
+                            ("go", [g, f"{w}_memory"]))],
     ]
 
 
 def run_probes(args, sections, problems: Problems):
     """Runs each probe in its own process; returns {section: [row]} (a row per JSON line, or a
     row with "missing" when the probe failed)."""
-    out = {s: [] for s in ("blocking", "idle", "memory")}
+    out = {s: [] for s in PROBE_SECTIONS}
     runs = []
     for section, lib, key, argv in probe_jobs(args):
         if section not in sections:
@@ -526,6 +533,19 @@ def evaluate_memory(rows):
                                  None if v is None else v <= MEMORY_MAX_BYTES))
         bound = go_bytes * MEMORY_GO_FRACTION if go_bytes is not None else None
         r["checks"].append(check("≤ Go's ÷ 10", v, bound,
+                                 None if v is None or bound is None else v <= bound))
+
+
+def evaluate_forkjoin_memory(rows):
+    for r in rows:
+        r["checks"] = []
+        if r["library"] != "karx" or "missing" in r:
+            continue
+        tbb = next((x for x in rows if x["library"] == "tbb" and x.get("key") == r.get("key") and "missing" not in x),
+                   None)
+        v = num(r, "peak_rss_mb")
+        bound = num(tbb, "peak_rss_mb") * FORKJOIN_RSS_MAX_TBB if tbb and num(tbb, "peak_rss_mb") else None
+        r["checks"].append(check(f"peak RSS ≤ {FORKJOIN_RSS_MAX_TBB:g}× oneTBB's", v, bound,
                                  None if v is None or bound is None else v <= bound))
 
 
@@ -723,6 +743,18 @@ def build_tables(report):
                   fmt(num(r, "bytes_per_task")), fmt(num(r, "rss_before_mb")), fmt(num(r, "rss_after_mb")),
                   targets_text(r["checks"]), status_of(r["checks"]))
         tables.append(t)
+    if "forkjoin_memory" in report:
+        t = Table("Fork-join memory: peak RSS of one run (2 threads)",
+                  ["library", "workload", "RSS before MB", "peak RSS MB", "peak growth MB", "target", "status"],
+                  ["l", "l", "r", "r", "r", "l", "l"])
+        for r in report["forkjoin_memory"]:
+            lib = LIB_TITLES.get(r["library"], r["library"])
+            if "missing" in r:
+                t.add(lib, r["key"], "", "", "", targets_text(r.get("checks", [])), f"missing ({r['missing']})")
+                continue
+            t.add(lib, r.get("workload", r["key"]), fmt(num(r, "rss_before_mb")), fmt(num(r, "peak_rss_mb")),
+                  fmt(num(r, "peak_growth_mb")), targets_text(r["checks"]), status_of(r["checks"]))
+        tables.append(t)
     if "task_layer" in report:
         tl = report["task_layer"]
         t = Table("Task layer (bench/summarize.sh): median CPU time",
@@ -742,7 +774,7 @@ def all_checks(report):
     for r in report.get("throughput", []):
         st = "met" if r.get("met") is True else "MISSED" if r.get("met") is False else "missing"
         out.append((f"{r['workload']}/{r['threads']}", f"karx ÷ best peer ≤ {r['target']:g}", st))
-    for section in ("blocking", "idle", "memory"):
+    for section in PROBE_SECTIONS:
         for r in report.get(section, []):
             for c in r.get("checks", []):
                 st = "met" if c["ok"] is True else "MISSED" if c["ok"] is False else "missing"
@@ -1035,7 +1067,7 @@ def main(argv=None) -> int:
         tp.run(workloads)
         report["throughput"] = tp.rows(workloads)
 
-    sections = [s for s in ("blocking", "idle", "memory") if s in args.selected]
+    sections = [s for s in PROBE_SECTIONS if s in args.selected]
     probe_runs = []
     if sections:
         probes, probe_runs = run_probes(args, sections, problems)
@@ -1048,6 +1080,9 @@ def main(argv=None) -> int:
         if "memory" in sections:
             evaluate_memory(probes["memory"])
             report["memory"] = probes["memory"]
+        if "forkjoin_memory" in sections:
+            evaluate_forkjoin_memory(probes["forkjoin_memory"])
+            report["forkjoin_memory"] = probes["forkjoin_memory"]
     if "task_layer" in args.selected:
         report["task_layer"] = run_task_layer(args, problems)
 

@@ -18,7 +18,8 @@ constexpr const char* kUsage =
     "  blocking tbb | blocking asio\n"
     "  idle karx|tbb|asio\n"
     "  memory karx [--future coroutine|struct]                         (default: coroutine)\n"
-    "  memory tbb\n";
+    "  memory tbb\n"
+    "  forkjoin_memory karx|tbb --workload fib|skynet\n";
 
 int usage(const char* why) {
   std::fprintf(stderr, "karx_runtime_probes: %s\n%s", why, kUsage);
@@ -66,7 +67,15 @@ std::function<void()> parse(std::string_view workload, std::string_view library,
     if (library == "tbb") return memory_tbb;
     return reject(why, "memory: <library> must be karx or tbb");
   }
-  return reject(why, "<workload> must be blocking, idle or memory");
+  if (workload == "forkjoin_memory") {
+    if (option != "--workload" || (value != "fib" && value != "skynet"))
+      return reject(why, "forkjoin_memory takes --workload fib|skynet");
+    const ForkJoin which = value == "fib" ? ForkJoin::fib : ForkJoin::skynet;
+    if (library == "karx") return [which] { forkjoin_karx(which); };
+    if (library == "tbb") return [which] { forkjoin_tbb(which); };
+    return reject(why, "forkjoin_memory: <library> must be karx or tbb");
+  }
+  return reject(why, "<workload> must be blocking, idle, memory or forkjoin_memory");
 }
 
 }  // namespace

@@ -137,6 +137,7 @@ inline constexpr int kThreads = 2;  // processors / pool threads in every worklo
 // Workload entry points. Each prints its JSON line(s); errors are thrown.
 enum class BlockingVariant { default_threshold, threshold_1ms, blocking_call };
 enum class FutureKind { coroutine, hand_written };
+enum class ForkJoin { fib, skynet };
 
 void blocking_karx(BlockingVariant variant);
 void blocking_tbb();
@@ -146,5 +147,7 @@ void idle_tbb();
 void idle_asio();
 void memory_karx(FutureKind kind);
 void memory_tbb();
+void forkjoin_karx(ForkJoin workload);
+void forkjoin_tbb(ForkJoin workload);
 
 }  // namespace karx_probes

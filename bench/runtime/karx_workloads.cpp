@@ -1,7 +1,6 @@
 // karx's runtime workloads: a karx::Runtime with 1 or 2 processors; tasks are Async coroutines.
 // spawn_many spawns from outside; the others run under Runtime::block_on, whose calling thread
 // takes a processor and runs tasks while it waits (as oneTBB's task_arena::execute does).
-#include <array>
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
@@ -10,6 +9,7 @@
 
 #include "workloads.hpp"
 import karx;
+#include "../forkjoin/forkjoin_karx.hpp"
 
 namespace {
 
@@ -142,37 +142,18 @@ void karx_yield_many(benchmark::State& state) {
   set_ops(state, static_cast<double>(tasks) * kYields);
 }
 
-// fib: the child is a task (a JoinHandle awaited), fib(n-2) a coroutine awaited inline.
-karx::Async<std::uint64_t> fib(karx::Runtime* rt, int n) {
-  if (n < 2) co_return static_cast<std::uint64_t>(n);
-  auto child = rt->spawn(fib(rt, n - 1));
-  const std::uint64_t b = co_await fib(rt, n - 2);
-  const std::optional<std::uint64_t> a = co_await child;
-  co_return a.value() + b;
-}
-
 void karx_fib(benchmark::State& state) {
   karx::Runtime rt(with_workers(state));
   for (auto _ : state)
-    if (rt.block_on(fib(&rt, kFibN)) != kFibValue) state.SkipWithError("fib(30) is wrong");
-  set_ops(state, fib_spawns(kFibN));
-}
-
-karx::Async<std::uint64_t> skynet(karx::Runtime* rt, std::uint64_t num, std::uint64_t size) {
-  if (size == 1) co_return num;
-  const std::uint64_t step = size / kSkynetChildren;
-  std::array<karx::JoinHandle<std::uint64_t>, kSkynetChildren> children;
-  for (std::uint64_t i = 0; i < kSkynetChildren; ++i) children[i] = rt->spawn(skynet(rt, num + i * step, step));
-  std::uint64_t sum = 0;
-  for (auto& child : children) sum += (co_await child).value();
-  co_return sum;
+    if (!karx_forkjoin::run_fib(rt)) state.SkipWithError("fib(30) is wrong");
+  set_ops(state, karx_forkjoin::fib_spawns(karx_forkjoin::kFibN));
 }
 
 void karx_skynet(benchmark::State& state) {
   karx::Runtime rt(with_workers(state));
   for (auto _ : state)
-    if (rt.block_on(skynet(&rt, 0, kSkynetLeaves)) != kSkynetSum) state.SkipWithError("skynet's sum is wrong");
-  set_ops(state, skynet_tasks());
+    if (!karx_forkjoin::run_skynet(rt)) state.SkipWithError("skynet's sum is wrong");
+  set_ops(state, karx_forkjoin::skynet_tasks());
 }
 
 KARX_BENCH_WORKLOAD(karx, spawn_many);

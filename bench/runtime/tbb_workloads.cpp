@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "../forkjoin/forkjoin_tbb.hpp"
 #include "workloads.hpp"
 
 namespace {
@@ -97,51 +98,18 @@ void tbb_yield_many(benchmark::State& state) {
   set_ops(state, static_cast<double>(tasks) * kYields);
 }
 
-// fib as oneTBB's users write it: a task_group per call, the child run as a task.
-std::uint64_t tbb_fib(int n) {
-  if (n < 2) return static_cast<std::uint64_t>(n);
-  std::uint64_t a = 0;
-  tbb::task_group tg;
-  tg.run([&a, n] { a = tbb_fib(n - 1); });
-  const std::uint64_t b = tbb_fib(n - 2);
-  tg.wait();
-  return a + b;
-}
-
 void tbb_fib(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(state.range(0)));
   for (auto _ : state)
-    if (arena.execute([] { return tbb_fib(kFibN); }) != kFibValue) state.SkipWithError("fib(30) is wrong");
-  set_ops(state, fib_spawns(kFibN));
-}
-
-std::uint64_t tbb_skynet(std::uint64_t num, std::uint64_t size) {
-  if (size == 1) return num;
-  const std::uint64_t step = size / kSkynetChildren;
-  std::uint64_t sums[kSkynetChildren];
-  tbb::task_group tg;
-  for (std::uint64_t i = 0; i < kSkynetChildren; ++i)
-    tg.run([&sums, i, num, step] { sums[i] = tbb_skynet(num + i * step, step); });
-  tg.wait();
-  std::uint64_t sum = 0;
-  for (std::uint64_t s : sums) sum += s;
-  return sum;
+    if (!karx_forkjoin::run_tbb_fib(arena)) state.SkipWithError("fib(30) is wrong");
+  set_ops(state, karx_forkjoin::fib_spawns(karx_forkjoin::kFibN));
 }
 
 void tbb_skynet(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(state.range(0)));
-  for (auto _ : state) {
-    // The root is a task too, as in karx and Go.
-    const std::uint64_t sum = arena.execute([] {
-      std::uint64_t result = 0;
-      tbb::task_group tg;
-      tg.run([&result] { result = tbb_skynet(0, kSkynetLeaves); });
-      tg.wait();
-      return result;
-    });
-    if (sum != kSkynetSum) state.SkipWithError("skynet's sum is wrong");
-  }
-  set_ops(state, skynet_tasks());
+  for (auto _ : state)
+    if (!karx_forkjoin::run_tbb_skynet(arena)) state.SkipWithError("skynet's sum is wrong");
+  set_ops(state, karx_forkjoin::skynet_tasks());
 }
 
 KARX_BENCH_WORKLOAD(tbb, spawn_many);

@@ -1,5 +1,13 @@
 package main
 
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
 // The fork-join workloads; sizes and shapes as in bench/runtime/workloads.hpp.
 const (
 	fibN           = 30      // fib: each call with n >= 2 spawns fib(n-1), computes fib(n-2) itself
@@ -66,4 +74,53 @@ func skynetWorkload(int) int {
 		panic("skynet's sum is wrong")
 	}
 	return skynetTasks()
+}
+
+type forkJoinMemoryLine struct {
+	Kind         string  `json:"kind"`
+	Library      string  `json:"library"`
+	Workload     string  `json:"workload"`
+	Threads      int     `json:"threads"`
+	PeakGrowthMB float64 `json:"peak_growth_mb"`
+	RSSBeforeMB  float64 `json:"rss_before_mb"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+}
+
+// peakRSS is the process's high-water mark: VmHWM in /proc/self/status (not getrusage's
+// Maxrss, which keeps the peak of the image the process exec'd from).
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		panic(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			fields := strings.Fields(line)
+			kib, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				panic(err)
+			}
+			return kib * 1024
+		}
+	}
+	panic("no VmHWM line in /proc/self/status")
+}
+
+// forkJoinMemory runs the workload once and reports the peak RSS it added, as the C++ probes
+// (bench/probes/forkjoin.cpp) do for karx and oneTBB.
+func forkJoinMemory(name string, run iteration) func(config) {
+	return func(cfg config) {
+		runtime.GC()
+		debug.FreeOSMemory()
+		before := rss()
+		run(cfg.threads)
+		peak := peakRSS()
+		growth := peak - before
+		if growth < 0 {
+			growth = 0
+		}
+		const mb = 1024 * 1024
+		emit(forkJoinMemoryLine{"forkjoin_memory", library, name, cfg.threads,
+			round3(float64(growth) / mb), round3(float64(before) / mb), round3(float64(peak) / mb)})
+	}
 }
