@@ -172,6 +172,7 @@ void core_schedule(RuntimeCore* core, Task<> task) noexcept {
       // gets its turn every 61st tick). No wake-up: this worker is running and comes back to
       // it; others may steal it.
       push_back_local(w, std::move(task).into_raw());
+      w->pick_oldest = true;
       return;
     }
     submit_local(core, w, std::move(task));

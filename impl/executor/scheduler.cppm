@@ -7,7 +7,8 @@
 //    `runnext` slot (stealable too) and a parker. It runs tasks only while it holds one of
 //    the `processors` *slots* (Go's P). Spawns and wakes on a worker go to its runnext (the
 //    previous runnext moves to the local queue, which spills half to the injector when full);
-//    everything else goes to the injector.
+//    everything else goes to the injector. The worker runs runnext, then the newest task of
+//    its queue (depth-first), and every 61st tick the oldest (worker.cpp: kOldestEvery).
 //  - A worker out of work *searches* (at most half the slots search at once): the injector,
 //    then stealing half of another worker's queue or its runnext. Still nothing: it gives up
 //    its slot, joins the idle list and parks. Whoever makes work available calls wakep(),
@@ -68,7 +69,7 @@ struct Worker {
   // Owner-only state.
   bool searching = false;
   std::uint64_t tick = 0;
-  std::uint32_t runnext_streak = 0;  // polls in a row taken from runnext (worker.cpp)
+  bool pick_oldest = false;  // a task yielded: the next pick from the queue is its oldest (worker.cpp)
   std::uint32_t rng = 0;
 
   // Counters written by the owner only, summed by metrics(): relaxed load+store, no RMW.

@@ -1,5 +1,6 @@
-// RunQueue: a processor's bounded local run queue. The owner pushes and pops; any thread may
-// steal half of it.
+// RunQueue: a processor's bounded local run queue. The owner pushes, and pops at either end:
+// the oldest item (FIFO) or the newest (LIFO, depth-first for fork-join); any thread may steal
+// the older half.
 //
 // The algorithm is Go's runq (runtime/proc.go: runqput, runqget, runqgrab) on a ring of
 // `Capacity` slots: the owner alone writes `tail`; the owner's pops and the thieves' steals
@@ -17,6 +18,12 @@
 //    a thief steals only when its own queue is empty or nearly so), CASes the victim's
 //    `head`, and only then publishes its own `tail` (release); the newest item taken is
 //    returned to it, never published.
+//  - pop_newest (the owner at the tail, as in Chase and Lev's deque): the owner lowers `tail`
+//    first, then reads `head`; a thief reads `head`, then `tail`. Both pairs are separated by
+//    seq_cst (the owner's store, the thief's fence), so either the thief sees the lowered
+//    tail and leaves that slot alone, or the owner sees the thief's head. A thief that read
+//    the old tail takes at most half of what it saw, rounded up, from `head`: that reaches
+//    the slot the owner takes only when one item was left, and then both CAS `head` for it.
 module;
 #include <array>
 #include <atomic>
@@ -63,6 +70,34 @@ class RunQueue {
     }
   }
 
+  // Owner only: the newest item (LIFO), or nothing.
+  std::optional<T> pop_newest() noexcept {
+    const std::uint32_t t = tail_.load(std::memory_order_relaxed);  // only the owner writes it
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    if (h == t) return std::nullopt;
+    const std::uint32_t last = t - 1;
+    // seq_cst: a thief's later read of `tail` sees `last`, or our read of `head` below sees
+    // the thief's CAS (the header's pop_newest paragraph).
+    tail_.store(last, std::memory_order_seq_cst);
+    h = head_.load(std::memory_order_seq_cst);
+    if (last - h < Capacity && last != h) {
+      // Two or more were left: no thief can reach `last` (see above). The slot is ours; a
+      // thief that read it raced on an older head and fails its CAS.
+      return slots_[last & kMask].load(std::memory_order_relaxed);
+    }
+    if (last == h) {
+      // One left: thieves may want it too; whoever moves `head` past it has it.
+      T item = slots_[last & kMask].load(std::memory_order_relaxed);
+      const bool won = head_.compare_exchange_strong(h, h + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
+      tail_.store(t, std::memory_order_relaxed);  // head == tail == t: empty, either way
+      if (won) return item;
+      return std::nullopt;
+    }
+    // Thieves emptied it meanwhile (head passed last): restore an empty queue at head.
+    tail_.store(t, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+
   // Owner only, when push failed: takes the older half of the queue out (into `out`, which
   // holds at least Capacity / 2) so the caller can move it to the global queue. Returns the
   // count, 0 if thieves emptied enough of the queue meanwhile (then push again).
@@ -87,6 +122,8 @@ class RunQueue {
     const std::uint32_t dst_tail = dst.tail_.load(std::memory_order_relaxed);  // the caller owns dst
     std::uint32_t h = head_.load(std::memory_order_acquire);
     for (;;) {
+      // Between our read of head and of tail: the partner of pop_newest's seq_cst store.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       const std::uint32_t t = tail_.load(std::memory_order_acquire);
       std::uint32_t n = t - h;
       n -= n / 2;

@@ -91,6 +91,73 @@ TEST(RunQueue, TakeHalfForSpillEmptiesTheOlderHalfOfAFullQueue) {
   for (int i = 4; i < 8; ++i) EXPECT_EQ(*q.pop(), items.at(i));
 }
 
+TEST(RunQueue, PopNewestIsLifoAndMixesWithTheOldestEnd) {
+  Items items(16);
+  Queue q;
+  EXPECT_FALSE(q.pop_newest().has_value());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(q.push(items.at(i)));
+  EXPECT_EQ(*q.pop_newest(), items.at(4));
+  EXPECT_EQ(*q.pop(), items.at(0)) << "the other end is still the oldest";
+  EXPECT_EQ(*q.pop_newest(), items.at(3));
+  ASSERT_TRUE(q.push(items.at(5)));
+  EXPECT_EQ(*q.pop_newest(), items.at(5));
+  EXPECT_EQ(*q.pop_newest(), items.at(2));
+  EXPECT_EQ(*q.pop_newest(), items.at(1)) << "the last item, taken with a CAS";
+  EXPECT_FALSE(q.pop_newest().has_value());
+  EXPECT_TRUE(q.empty());
+  // Wrap around the ring many times, at both ends.
+  for (int round = 0; round < 100; ++round) {
+    for (int i = 0; i < 7; ++i) ASSERT_TRUE(q.push(items.at(i)));
+    for (int i = 6; i >= 0; --i) ASSERT_EQ(*q.pop_newest(), items.at(i));
+  }
+  EXPECT_TRUE(q.empty());
+}
+
+// The owner pushes and takes its newest items (the last one often, where it races thieves for
+// it) while thieves steal the oldest: every item is taken exactly once.
+TEST(RunQueue, OwnerTakingNewestAndThievesTakeEveryItemExactlyOnce) {
+  using Big = karx::detail::RunQueue<int*, 256>;
+  constexpr std::size_t kItems = 300000;
+  constexpr int kThieves = 2;
+  Items items(kItems);
+  Big owner_queue;
+  std::atomic<bool> done_pushing{false};
+  std::vector<int*> overflow;  // the owner's spills
+
+  std::vector<std::thread> thieves;
+  for (int t = 0; t < kThieves; ++t)
+    thieves.emplace_back([&] {
+      auto mine = std::make_unique<Big>();
+      for (;;) {
+        const bool finished = done_pushing.load(std::memory_order_acquire);
+        int* stolen = owner_queue.steal_into(*mine);
+        if (stolen == nullptr && finished && owner_queue.empty()) break;
+        if (stolen != nullptr) items.take(stolen);
+        while (auto item = mine->pop_newest()) items.take(*item);
+      }
+    });
+
+  std::array<int*, 128> batch{};
+  for (std::size_t i = 0; i < kItems; ++i) {
+    while (!owner_queue.push(items.at(i))) {
+      std::uint32_t n = owner_queue.take_half_for_spill(batch.data());
+      overflow.insert(overflow.end(), batch.begin(), batch.begin() + n);
+    }
+    // Mostly keep the queue short, so that the single-item race comes up often.
+    if (i % 4 != 3)
+      if (auto item = owner_queue.pop_newest()) items.take(*item);
+    if (i % 64 == 0)
+      if (auto item = owner_queue.pop()) items.take(*item);
+  }
+  done_pushing.store(true, std::memory_order_release);
+  while (auto item = owner_queue.pop_newest()) items.take(*item);
+  for (auto& t : thieves) t.join();
+  for (int* p : overflow) items.take(p);
+
+  EXPECT_EQ(items.missing(), 0u);
+  EXPECT_EQ(items.duplicated(), 0u);
+}
+
 // The owner pushes (spilling half to a shared overflow list when full) and pops; thieves
 // steal into their own queues and drain them. Every item is taken exactly once.
 TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
