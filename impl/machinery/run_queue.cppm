@@ -14,17 +14,21 @@
 //  - slot reuse: the owner rewrites a slot only past a `head` it loaded with acquire; the
 //    consumer that moved `head` past that slot read it before its (release) CAS, so the read
 //    happens-before the rewrite.
-//  - steal: the thief copies into its own queue's unpublished slots (its queue must have room:
-//    a thief steals only when its own queue is empty or nearly so), CASes the victim's
-//    `head`, and only then publishes its own `tail` (release); the newest item taken is
-//    returned to it, never published.
-//  - pop_newest (the owner at the tail, as in Chase and Lev's deque): the owner lowers `tail`
-//    first, then reads `head`; a thief reads `head`, then `tail`. Both pairs are separated by
-//    seq_cst (the owner's store, the thief's fence), so either the thief sees the lowered
-//    tail and leaves that slot alone, or the owner sees the thief's head. A thief that read
-//    the old tail takes at most half of what it saw, rounded up, from `head`: that reaches
-//    the slot the owner takes only when one item was left, and then both CAS `head` for it.
+//  - steal: the thief takes items one at a time from `head` (each a CAS), copying them into
+//    its own queue's unpublished slots (its queue must have room: a thief steals only when
+//    its own queue is empty or nearly so), and only then publishes its own `tail` (release);
+//    the newest item taken is returned to it, never published.
+//  - pop_newest (the owner at the tail, Chase and Lev's deque): the owner lowers `tail` with
+//    a seq_cst store, then reads `head` (seq_cst); a thief reads `head`, issues a seq_cst
+//    fence, then reads `tail`; every CAS of `head` is seq_cst. In the single total order of
+//    those, either the thief sees the lowered tail and leaves that slot alone, or the owner
+//    sees the thief's head. With two or more items left the owner's slot is beyond any thief's
+//    reach; with one, both CAS `head` for it. Why one item per steal, not Go's half in one
+//    CAS: a thief that read `tail` before the owner popped twice would claim, with one CAS
+//    from an unchanged `head`, a slot the owner had already taken (a task run twice: the
+//    first version did that under load).
 module;
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -65,37 +69,36 @@ class RunQueue {
       const std::uint32_t t = tail_.load(std::memory_order_relaxed);
       if (h == t) return std::nullopt;
       T item = slots_[h & kMask].load(std::memory_order_relaxed);
-      // acq_rel: release orders our slot read before a reuse of the slot (see above).
-      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return item;
+      // seq_cst (pop_newest's argument needs every CAS of head in the total order); its
+      // release half orders our slot read before a reuse of the slot (see above).
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_seq_cst, std::memory_order_acquire)) return item;
     }
   }
 
   // Owner only: the newest item (LIFO), or nothing.
   std::optional<T> pop_newest() noexcept {
     const std::uint32_t t = tail_.load(std::memory_order_relaxed);  // only the owner writes it
-    std::uint32_t h = head_.load(std::memory_order_acquire);
-    if (h == t) return std::nullopt;
+    if (t == head_.load(std::memory_order_acquire)) return std::nullopt;
     const std::uint32_t last = t - 1;
-    // seq_cst: a thief's later read of `tail` sees `last`, or our read of `head` below sees
-    // the thief's CAS (the header's pop_newest paragraph).
+    // seq_cst store and load (an xchg and a mov; a relaxed store and an mfence cost a quarter
+    // more per task here): with every CAS of `head` seq_cst too, and the thieves' fence, the
+    // single total order rules out a thief that read the old tail while we read an old head.
     tail_.store(last, std::memory_order_seq_cst);
-    h = head_.load(std::memory_order_seq_cst);
-    if (last - h < Capacity && last != h) {
-      // Two or more were left: no thief can reach `last` (see above). The slot is ours; a
-      // thief that read it raced on an older head and fails its CAS.
+    std::uint32_t h = head_.load(std::memory_order_seq_cst);
+    if (static_cast<std::int32_t>(last - h) > 0) {
+      // Two or more were left: no thief can reach `last` (see above).
       return slots_[last & kMask].load(std::memory_order_relaxed);
     }
+    std::optional<T> item;
     if (last == h) {
       // One left: thieves may want it too; whoever moves `head` past it has it.
-      T item = slots_[last & kMask].load(std::memory_order_relaxed);
-      const bool won = head_.compare_exchange_strong(h, h + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
-      tail_.store(t, std::memory_order_relaxed);  // head == tail == t: empty, either way
-      if (won) return item;
-      return std::nullopt;
+      const T candidate = slots_[last & kMask].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_strong(h, h + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+        item = candidate;
     }
-    // Thieves emptied it meanwhile (head passed last): restore an empty queue at head.
+    // Empty now, whoever took the last item: head == tail == t.
     tail_.store(t, std::memory_order_relaxed);
-    return std::nullopt;
+    return item;
   }
 
   // Owner only, when push failed: takes the older half of the queue out (into `out`, which
@@ -108,39 +111,39 @@ class RunQueue {
       if (t - h < Capacity) return 0;  // no longer full
       const std::uint32_t n = (t - h) / 2;
       for (std::uint32_t i = 0; i < n; ++i) out[i] = slots_[(h + i) & kMask].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire)) return n;
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_seq_cst, std::memory_order_acquire)) return n;
     }
   }
 
-  // Any thread but the owner: takes half of this queue (rounded up), the older items. Returns
-  // the newest of them, for the caller to run now, and moves the others to the tail of
-  // `dst`, which the calling thread owns and which must have room for Capacity / 2 more
-  // items. nullptr if there was nothing to take. (Returning one item rather than publishing
-  // all of them in `dst` and popping one back, as Go's runqsteal does: once published, the
-  // items can be stolen from `dst` by another thief before our pop, which then finds nothing.)
+  // Any thread but the owner: takes half of this queue (rounded up, at most kMaxSteal), the
+  // older items, one at a time. Returns the newest of them, for the caller to run now, and
+  // moves the others to the tail of `dst`, which the calling thread owns and which must have
+  // room for Capacity / 2 more items. nullptr if there was nothing to take. (Returning one
+  // item rather than publishing all of them in `dst` and popping one back, as Go's runqsteal
+  // does: once published, the items can be stolen from `dst` by another thief before our pop,
+  // which then finds nothing.)
   T steal_into(RunQueue& dst) noexcept {
     const std::uint32_t dst_tail = dst.tail_.load(std::memory_order_relaxed);  // the caller owns dst
-    std::uint32_t h = head_.load(std::memory_order_acquire);
+    std::uint32_t want = 0;
+    std::uint32_t taken = 0;
+    T newest = nullptr;
     for (;;) {
-      // Between our read of head and of tail: the partner of pop_newest's seq_cst store.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      std::uint32_t h = head_.load(std::memory_order_acquire);
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // the partner of pop_newest's fence
       const std::uint32_t t = tail_.load(std::memory_order_acquire);
-      std::uint32_t n = t - h;
-      n -= n / 2;
-      if (n == 0) return nullptr;
-      if (n > Capacity / 2) {  // h and t read at different moments: inconsistent, reread
-        h = head_.load(std::memory_order_acquire);
-        continue;
-      }
-      for (std::uint32_t i = 0; i + 1 < n; ++i)
-        dst.slots_[(dst_tail + i) & kMask].store(slots_[(h + i) & kMask].load(std::memory_order_relaxed),
-                                                 std::memory_order_relaxed);
-      const T newest = slots_[(h + n - 1) & kMask].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        if (n > 1) dst.tail_.store(dst_tail + n - 1, std::memory_order_release);
-        return newest;
-      }
+      const std::uint32_t n = t - h;
+      if (n == 0 || n > Capacity) break;  // empty, or the owner is mid-pop (t below h): done
+      if (want == 0) want = std::min<std::uint32_t>(n - n / 2, kMaxSteal);
+      const T item = slots_[h & kMask].load(std::memory_order_relaxed);
+      // seq_cst: the single-item race with pop_newest is decided on `head`. The release half
+      // orders our slot read before the owner's reuse of the slot.
+      if (!head_.compare_exchange_strong(h, h + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) continue;
+      if (newest != nullptr) dst.slots_[(dst_tail + taken - 1) & kMask].store(newest, std::memory_order_relaxed);
+      newest = item;
+      if (++taken == want) break;
     }
+    if (taken > 1) dst.tail_.store(dst_tail + taken - 1, std::memory_order_release);
+    return newest;
   }
 
   // Any thread; a snapshot that may be stale by the time it returns.
@@ -154,6 +157,8 @@ class RunQueue {
 
  private:
   static constexpr std::uint32_t kMask = Capacity - 1;
+  // Items a thief takes at most in one steal: each is a CAS on the victim's `head`.
+  static constexpr std::uint32_t kMaxSteal = Capacity / 2 < 32 ? Capacity / 2 : 32;
 
   alignas(64) std::atomic<std::uint32_t> head_{0};  // consumers CAS it
   alignas(64) std::atomic<std::uint32_t> tail_{0};  // the owner stores it

@@ -117,7 +117,7 @@ TEST(RunQueue, PopNewestIsLifoAndMixesWithTheOldestEnd) {
 // it) while thieves steal the oldest: every item is taken exactly once.
 TEST(RunQueue, OwnerTakingNewestAndThievesTakeEveryItemExactlyOnce) {
   using Big = karx::detail::RunQueue<int*, 256>;
-  constexpr std::size_t kItems = 300000;
+  constexpr std::size_t kItems = 1000000;
   constexpr int kThieves = 2;
   Items items(kItems);
   Big owner_queue;
@@ -143,8 +143,12 @@ TEST(RunQueue, OwnerTakingNewestAndThievesTakeEveryItemExactlyOnce) {
       std::uint32_t n = owner_queue.take_half_for_spill(batch.data());
       overflow.insert(overflow.end(), batch.begin(), batch.begin() + n);
     }
-    // Mostly keep the queue short, so that the single-item race comes up often.
+    // Keep the queue short (one to three items), so that thieves and the owner meet at the
+    // last items all the time, and pop twice in a row now and then (a thief that read `tail`
+    // before two pops must not claim what they took).
     if (i % 4 != 3)
+      if (auto item = owner_queue.pop_newest()) items.take(*item);
+    if (i % 16 == 5)
       if (auto item = owner_queue.pop_newest()) items.take(*item);
     if (i % 64 == 0)
       if (auto item = owner_queue.pop()) items.take(*item);
