@@ -87,6 +87,9 @@ RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
   auto core = std::make_unique<RuntimeCore>(options, processors);
   core->runtime = runtime;
   core->schedtrace = schedtrace_from_environment();
+  // Busy hand-offs (monitor.cpp) at once: the cores the processors leave over, at least one.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  core->busy_handoff_cap = static_cast<int>(cores > processors ? cores - processors : 1);
   (void)core->budget.try_take();  // max_threads >= processors + 1: there is room for the monitor
   try {
     RuntimeCore* raw = core.get();
@@ -374,6 +377,8 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
     m.steals += w.steals.load(std::memory_order_relaxed);
   }
   m.handoffs = handoffs.load(std::memory_order_relaxed);
+  m.blocked_handoffs = blocked_handoffs.load(std::memory_order_relaxed);
+  m.busy_handoffs = busy_handoffs.load(std::memory_order_relaxed);
   m.injector_depth = injector.size();
   m.threads_started = budget.started_count();
   m.blocking_tasks = blocking_spawned.load(std::memory_order_relaxed);

@@ -20,9 +20,12 @@
 //  - spawn_blocking runs closures on a separate pool of threads that never hold a slot
 //    (blocking_pool.cppm); every thread counts against the budget (thread_budget.cppm).
 module;
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -37,13 +40,15 @@ import :blocking_pool;
 
 namespace karx::detail {
 
-// The poll word of a worker: (seq << 1) | REVOKED. `seq` is odd while a poll runs. The worker
-// stores seq+1 (relaxed) when a poll starts and adds 1 to seq with an RMW when it ends, which
-// also tells it whether the monitor (or karx::blocking) revoked its slot meanwhile; the
-// revoker sets REVOKED with a CAS that succeeds only while that same poll is still running.
+// The poll word of a worker: (seq << 2) | BUSY | REVOKED. `seq` is odd while a poll runs. The
+// worker stores seq+1 (relaxed) when a poll starts and adds 1 to seq with an RMW when it ends,
+// which also tells it whether the monitor (or karx::blocking) revoked its slot meanwhile; the
+// revoker sets REVOKED with a CAS that succeeds only while that same poll is still running,
+// and BUSY with it when the poll was taken for CPU-bound rather than blocked (monitor.cpp).
 inline constexpr std::uint64_t kRevoked = 1;
-inline constexpr std::uint64_t kSeqStep = 2;
-inline bool in_poll(std::uint64_t word) noexcept { return ((word >> 1) & 1) != 0; }
+inline constexpr std::uint64_t kRevokedBusy = 2;
+inline constexpr std::uint64_t kSeqStep = 4;
+inline bool in_poll(std::uint64_t word) noexcept { return ((word >> 2) & 1) != 0; }
 
 struct Worker {
   RuntimeCore* core = nullptr;
@@ -80,9 +85,18 @@ struct Worker {
   // Tasks of this core created minus freed on this worker's thread (see core_orphan).
   std::atomic<std::int64_t> task_balance{0};
 
+  // The thread running this worker (a worker thread, or a guest while it is one): its CPU
+  // clock and thread id, for the monitor to tell a blocked poll from a busy one. Stored by
+  // that thread before its first poll; relaxed, the monitor reads them for a poll it sees.
+  std::atomic<bool> has_thread_clock{false};
+  std::atomic<clockid_t> thread_clock{};
+  std::atomic<pid_t> thread_id{0};
+
   // The monitor's view (monitor thread only).
   std::uint64_t seen_word = 0;
   std::chrono::steady_clock::time_point seen_at{};
+  std::int64_t seen_cpu_ns = -1;  // the thread's CPU time at seen_cpu_at (-1: not read yet)
+  std::chrono::steady_clock::time_point seen_cpu_at{};
 
   inline void bump(std::atomic<std::uint64_t>& counter) noexcept {  // inline: not implicit in a module
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -128,6 +142,12 @@ class RuntimeCore {
   std::vector<Worker*> idle;              // parked workers without a slot, most recent last
   std::atomic<unsigned> idle_threads{0};  // parked workers without a slot and idle pool threads
   std::atomic<std::uint64_t> handoffs{0};
+  std::atomic<std::uint64_t> blocked_handoffs{0};  // the thread was blocked (or said it would be)
+  std::atomic<std::uint64_t> busy_handoffs{0};     // a CPU-bound poll ran past the threshold
+  // Workers whose slot was taken from a CPU-bound poll still running: each keeps a core busy
+  // beside the processors, so the monitor takes no more than busy_handoff_cap at once.
+  std::atomic<int> busy_revoked{0};
+  int busy_handoff_cap = 1;
   std::atomic<std::uint64_t> blocking_spawned{0};
   // start_worker was refused by the thread cap (read by the monitor's retry, which then asks
   // an idle blocking-pool thread to make room).

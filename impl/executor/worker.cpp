@@ -1,6 +1,10 @@
 // A worker: run what is local, then the injector, then steal; park without a slot when there
 // is nothing; give the slot up around a blocking call.
 module;
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -289,15 +293,28 @@ bool run_found_task(Worker* w, RawTask task) noexcept {
   // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
   const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
   if ((old & kRevoked) == 0) return true;
-  w->poll_word.fetch_and(~kRevoked, std::memory_order_relaxed);  // seq is even: ours alone
+  w->poll_word.fetch_and(~(kRevoked | kRevokedBusy), std::memory_order_relaxed);  // seq is even: ours alone
+  if ((old & kRevokedBusy) != 0) core.busy_revoked.fetch_sub(1, std::memory_order_relaxed);
   core.revoked_workers.fetch_sub(1, std::memory_order_relaxed);
   return reacquire_slot(w);
 }
 
 }  // namespace
 
+namespace {
+// The calling thread now runs `w`'s tasks: the monitor may read its CPU clock and its state.
+void note_thread(Worker* w) noexcept {
+  clockid_t clock{};
+  const bool has = pthread_getcpuclockid(pthread_self(), &clock) == 0;
+  w->thread_clock.store(clock, std::memory_order_relaxed);
+  w->thread_id.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+  w->has_thread_clock.store(has, std::memory_order_relaxed);
+}
+}  // namespace
+
 void RuntimeCore::worker_main(Worker* w) noexcept {
   current_worker = w;
+  note_thread(w);
   current_runtime = runtime;  // until the worker returns, which ~Runtime waits for (join)
   // A new worker starts with the slot (and the searching count) of the wakep that made it.
   w->searching = true;
@@ -337,6 +354,7 @@ bool enter_blocking() noexcept {
   if (!w->poll_word.compare_exchange_strong(word, word | kRevoked, std::memory_order_acq_rel)) return false;
   RuntimeCore& core = *w->core;
   core.handoffs.fetch_add(1, std::memory_order_relaxed);
+  core.blocked_handoffs.fetch_add(1, std::memory_order_relaxed);
   core.revoked_workers.fetch_add(1, std::memory_order_relaxed);
   core.free_slots.fetch_add(1, std::memory_order_acq_rel);
   // Work may be waiting anywhere (our queues, the injector) with every other slot idle.
@@ -375,6 +393,7 @@ Worker* guest_enter(RuntimeCore* core) noexcept {
   w->searching = false;
   w->guest_holds_slot = true;
   current_worker = w;
+  note_thread(w);
   return w;
 }
 

@@ -28,6 +28,8 @@ struct RuntimeMetrics {
   std::uint64_t tasks_completed = 0;        // counter: futures that returned ready (or threw)
   std::uint64_t steals = 0;                 // counter: successful steals (batches)
   std::uint64_t handoffs = 0;               // counter: processors taken from a blocked worker
+  std::uint64_t blocked_handoffs = 0;       // counter: ... whose thread was blocked in the kernel
+  std::uint64_t busy_handoffs = 0;          // counter: ... whose poll computed past the threshold
   std::uint64_t injector_depth = 0;         // gauge: tasks in the global queue
   std::uint64_t threads_started = 0;        // counter: OS threads ever started
   std::uint64_t blocking_tasks = 0;         // counter: spawn_blocking calls
