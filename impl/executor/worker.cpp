@@ -99,7 +99,10 @@ RawTask steal(Worker* w) noexcept {
 }
 
 // Tasks queued on workers whose slot was revoked (blocked in a poll) waited before anything
-// in the injector: take them first, or they wait behind the whole injector.
+// in the injector: take them first, or they wait behind the whole injector. A blocked worker
+// runs nothing until its poll returns, so its whole queue is taken, oldest first, as far as
+// ours has room, and its runnext last (it is the newest); the rest stays for the next thief.
+// (Its blocker is the poll in progress, in no queue: never taken.)
 RawTask steal_from_blocked(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
   const unsigned n = core.worker_count.load(std::memory_order_acquire);
@@ -108,11 +111,24 @@ RawTask steal_from_blocked(Worker* w) noexcept {
     if (victim == w) continue;
     const std::uint64_t word = victim->poll_word.load(std::memory_order_relaxed);
     if ((word & kRevoked) == 0 || !in_poll(word)) continue;
-    if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
-    if (RawTask t = victim->local.steal_into(w->local)) {
+    RawTask first = victim->local.steal_into(w->local);
+    if (first != nullptr) {
       w->bump(w->steals);
-      return t;
+      // More while ours has room for a whole steal (steal_into's contract), and the victim is
+      // still blocked in the same poll.
+      while (w->local.capacity - w->local.size() >= w->local.capacity / 2 &&
+             victim->poll_word.load(std::memory_order_relaxed) == word) {
+        RawTask more = victim->local.steal_into(w->local);
+        if (more == nullptr) break;
+        push_back_local(w, more);
+      }
     }
+    if (victim->poll_word.load(std::memory_order_relaxed) == word)
+      if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
+        if (first == nullptr) return t;
+        push_back_local(w, t);
+      }
+    if (first != nullptr) return first;
   }
   return nullptr;
 }
