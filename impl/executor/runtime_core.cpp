@@ -231,74 +231,6 @@ void push_back_local(Worker* w, RawTask task) noexcept {
   }
 }
 
-bool RuntimeCore::work_visible() const noexcept {
-  if (!injector.empty()) return true;
-  const unsigned n = worker_count.load(std::memory_order_acquire);
-  for (unsigned i = 0; i < n; ++i) {
-    const Worker* w = workers[i].get();
-    if (!w->local.empty() || w->runnext.load(std::memory_order_relaxed) != nullptr) return true;
-  }
-  return false;
-}
-
-// Called after making work available. The fence pairs with the one a worker issues between
-// giving up its slot and re-checking the queues before it parks (Go's wakep / stopm): either
-// the worker sees the new work, or we see its freed slot.
-void RuntimeCore::wakep() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  wakep_after_seq_cst();
-}
-
-// The work was published by a seq_cst RMW (or wakep's fence). The loads are seq_cst too, so a
-// parking worker's "free its slot (or stop searching); seq_cst fence; look at the queues"
-// cannot miss it: if our load misses its RMW, our publication precedes its fence in the
-// single total order, and its look after the fence sees the work. On x86 this path is plain
-// loads, where a fence (mfence) would cost more than the rest of a spawn.
-void RuntimeCore::wakep_after_seq_cst() noexcept {
-  if (searching.load(std::memory_order_seq_cst) > 0) return;  // a searcher will find it
-  int slots = free_slots.load(std::memory_order_seq_cst);
-  do {
-    if (slots <= 0) return;  // every slot is busy: their workers will get to it
-  } while (!free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-  searching.fetch_add(1, std::memory_order_acq_rel);
-
-  Worker* w = nullptr;
-  bool retry = false;
-  {
-    std::lock_guard lock(idle_mutex);
-    if (shutting_down.load(std::memory_order_relaxed)) {
-      w = nullptr;
-    } else if (!idle.empty()) {
-      w = idle.back();
-      idle.pop_back();
-      idle_threads.fetch_sub(1, std::memory_order_relaxed);
-      w->given_slot.store(true, std::memory_order_relaxed);  // published by unpark's release
-    } else {
-      w = start_worker(retry);
-    }
-  }
-  if (w == nullptr) {
-    // No thread to give the slot to (at the thread cap, the start failed, or shutting down):
-    // return it. The work stays queued for the workers that hold slots, or for a later wakep;
-    // after a refusal or a failure the monitor retries, asked only now that the slot is back
-    // (asked earlier, its retry could find the slot still taken, give up, and never retry).
-    searching.fetch_sub(1, std::memory_order_acq_rel);
-    free_slots.fetch_add(1, std::memory_order_acq_rel);
-    if (retry) ask_for_retry();
-    return;
-  }
-  w->parker.unpark();
-  wake_monitor();
-}
-
-// The monitor parks when no slot is taken (store monitor_idle, then check free_slots); a slot
-// taker takes a slot, then checks monitor_idle. seq_cst on both sides: one sees the other.
-void RuntimeCore::wake_monitor() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
-    monitor_parker.unpark();
-}
-
 // Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
 Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   Worker* w = register_worker();
@@ -405,21 +337,6 @@ void RuntimeCore::retry_thread_starts() noexcept {
     trim_idle_worker();
     ask_for_retry();
   }
-}
-
-void RuntimeCore::trim_idle_worker() noexcept {
-  Worker* w = nullptr;
-  {
-    std::lock_guard lock(idle_mutex);
-    // The oldest idle spare (wakep takes the newest); never a guest, which is no thread of ours.
-    auto it = std::find_if(idle.begin(), idle.end(), [](const Worker* x) { return !x->guest; });
-    if (it == idle.end()) return;
-    w = *it;
-    idle.erase(it);
-    idle_threads.fetch_sub(1, std::memory_order_relaxed);
-    w->exit_requested.store(true, std::memory_order_relaxed);  // published by unpark's release
-  }
-  w->parker.unpark();
 }
 
 // --- Shutdown --------------------------------------------------------------------------------------

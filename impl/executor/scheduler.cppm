@@ -182,6 +182,19 @@ class RuntimeCore {
   RuntimeMetrics metrics() const noexcept;
 };
 
+// Parking and waking, and the searching state's transitions (impl/executor/idle.cpp).
+enum class Idle { got_slot, exit };
+bool take_free_slot(RuntimeCore& core) noexcept;  // one free slot is now the caller's
+bool try_start_searching(Worker* w) noexcept;     // false: enough workers search already
+bool stop_searching(Worker* w) noexcept;          // true if it was the last searcher
+// The parking side of wakep's protocol, for workers and guests alike: stop searching, join
+// the idle list, give up the slot (if held), then look for work once more. With
+// `unless_shutting_down` it returns false, doing nothing, once the runtime shuts down.
+bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexcept;
+bool leave_idle_list(Worker* w) noexcept;  // false: a wakep took it off, a slot is coming
+void look_again_after_giving_up_slot(RuntimeCore& core) noexcept;
+Idle park_idle(Worker* w, bool holds_slot) noexcept;  // until a slot, the idle timeout or shutdown
+
 // The worker the current thread is (nullptr on other threads).
 extern thread_local Worker* current_worker;
 // Set by yield_now for the schedule call that follows on this thread.

@@ -1,5 +1,5 @@
 // A worker: run what is local, then the injector, then steal; park without a slot when there
-// is nothing; give the slot up around a blocking call.
+// is nothing (idle.cpp has the parking protocol); give the slot up around a blocking call.
 module;
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -149,13 +149,8 @@ RawTask find_work(Worker* w) noexcept {
   if (core.revoked_workers.load(std::memory_order_relaxed) > 0)
     if (RawTask t = steal_from_blocked(w)) return t;
   if (RawTask t = take_from_injector(w)) return t;
-  // Search (steal). At most half the slots search at once; the rest go idle right away.
-  if (!w->searching) {
-    const int busy = static_cast<int>(core.processors) - core.free_slots.load(std::memory_order_relaxed);
-    if (2 * core.searching.load(std::memory_order_relaxed) >= std::max(busy, 1)) return nullptr;
-    w->searching = true;
-    core.searching.fetch_add(1, std::memory_order_acq_rel);
-  }
+  // Search (steal), if few enough workers search already (idle.cpp).
+  if (!try_start_searching(w)) return nullptr;
   return steal(w);
 }
 
@@ -175,12 +170,10 @@ void spill_all(Worker* w) noexcept {
 // or hand the queued work over and stop. True if the worker keeps running.
 bool reacquire_slot(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  int slots = core.free_slots.load(std::memory_order_relaxed);
-  while (slots > 0)
-    if (core.free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      core.wake_monitor();
-      return true;
-    }
+  if (take_free_slot(core)) {
+    core.wake_monitor();
+    return true;
+  }
   spill_all(w);
   return false;
 }
@@ -206,71 +199,6 @@ bool spin_for_work(Worker* w) noexcept {
     if (core.work_visible()) return true;
   } while (std::chrono::steady_clock::now() < until);
   return false;
-}
-
-enum class Idle { got_slot, exit };
-
-// After giving a slot back: the fence pairs with wakep's, so either
-// we see work made available before it, or its wakep sees our freed slot and hands it out.
-void look_again_after_giving_up_slot(RuntimeCore& core) noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (core.work_visible()) core.wakep();
-}
-
-// The parking side of wakep's protocol, for workers and guests alike: stop searching, join
-// the idle list, give up the slot, then look for work once more. With `unless_shutting_down`
-// it does nothing else and returns false once the runtime is shutting down (shutdown has
-// unparked the idle list already, and a worker parking now would sleep its whole timeout).
-bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexcept {
-  RuntimeCore& core = *w->core;
-  if (w->searching) {
-    w->searching = false;
-    core.searching.fetch_sub(1, std::memory_order_acq_rel);
-  }
-  {
-    std::lock_guard lock(core.idle_mutex);
-    if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
-    w->given_slot.store(false, std::memory_order_relaxed);
-    core.idle.push_back(w);
-    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (holds_slot) core.free_slots.fetch_add(1, std::memory_order_acq_rel);
-  look_again_after_giving_up_slot(core);
-  return true;
-}
-
-// Takes `w` off the idle list: true if it was still there; false if a wakep took it off first,
-// which it does under the same lock after setting given_slot: a slot is ours.
-bool leave_idle_list(Worker* w) noexcept {
-  RuntimeCore& core = *w->core;
-  std::lock_guard lock(core.idle_mutex);
-  auto it = std::find(core.idle.begin(), core.idle.end(), w);
-  if (it == core.idle.end()) return false;
-  core.idle.erase(it);
-  core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
-  return true;
-}
-
-// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
-Idle park_idle(Worker* w, bool holds_slot) noexcept {
-  RuntimeCore& core = *w->core;
-  if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
-  for (;;) {
-    const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
-    if (w->exit_requested.load(std::memory_order_acquire)) {
-      // The monitor took us off the idle list to make room under the thread cap.
-      w->exit_requested.store(false, std::memory_order_relaxed);
-      return Idle::exit;
-    }
-    if (core.shutting_down.load(std::memory_order_acquire)) {
-      if (!leave_idle_list(w) && w->given_slot.load(std::memory_order_relaxed))
-        core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
-      return Idle::exit;
-    }
-    if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;
-    // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
-    if (!unparked && leave_idle_list(w)) return Idle::exit;
-  }
 }
 
 }  // namespace
@@ -299,12 +227,9 @@ namespace {
 // during the poll and none could be taken back.
 bool run_found_task(Worker* w, RawTask task) noexcept {
   RuntimeCore& core = *w->core;
-  if (w->searching) {
-    // Found work: stop searching; if we were the last searcher, wake another worker, since
-    // there may be more work than we can take (Go's resetspinning).
-    w->searching = false;
-    if (core.searching.fetch_sub(1, std::memory_order_acq_rel) == 1) core.wakep();
-  }
+  // Found work: stop searching; if we were the last searcher, wake another worker, since
+  // there may be more work than we can take (Go's resetspinning).
+  if (stop_searching(w)) core.wakep();
   run_task(w, task);
   // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
   const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
@@ -349,10 +274,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
     holds_slot = true;
     w->searching = true;  // wakep counted us as searching
   }
-  if (w->searching) {
-    w->searching = false;
-    searching.fetch_sub(1, std::memory_order_acq_rel);
-  }
+  stop_searching(w);
   current_worker = nullptr;
   current_runtime = nullptr;
   std::lock_guard lock(idle_mutex);
@@ -389,11 +311,7 @@ void request_yield() noexcept {
 Worker* guest_enter(RuntimeCore* core) noexcept {
   if (current_worker != nullptr || core->shutting_down.load(std::memory_order_acquire)) return nullptr;
   // A slot first: without one there is nothing to run.
-  int slots = core->free_slots.load(std::memory_order_relaxed);
-  do {
-    if (slots <= 0) return nullptr;
-  } while (
-      !core->free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  if (!take_free_slot(*core)) return nullptr;
   Worker* w = nullptr;
   {
     std::lock_guard lock(core->idle_mutex);
@@ -457,10 +375,7 @@ void guest_wake(Worker* w) noexcept { w->parker.unpark(); }
 
 void guest_leave(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  if (w->searching) {
-    w->searching = false;
-    core.searching.fetch_sub(1, std::memory_order_acq_rel);
-  }
+  stop_searching(w);
   if (w->guest_holds_slot) {
     w->guest_holds_slot = false;
     core.free_slots.fetch_add(1, std::memory_order_acq_rel);

@@ -1,0 +1,189 @@
+// Parking and waking: both halves of the protocol that hands processor slots to workers
+// (Go's wakep / stopm), and the transitions of a worker's searching state. A worker with
+// nothing to do gives its slot up, joins the idle list and parks; whoever makes work available
+// calls wakep(), which hands a free slot to an idle (or new) worker unless one is already
+// searching. Neither side may miss the other: see wakep and look_again_after_giving_up_slot.
+module;
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+module karx.executor;
+import karx.machinery;
+import :scheduler;
+
+namespace karx::detail {
+
+// --- Slots and searching ---------------------------------------------------------------------
+
+bool take_free_slot(RuntimeCore& core) noexcept {
+  int slots = core.free_slots.load(std::memory_order_relaxed);
+  do {
+    if (slots <= 0) return false;
+  } while (
+      !core.free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  return true;
+}
+
+bool try_start_searching(Worker* w) noexcept {
+  if (w->searching) return true;
+  RuntimeCore& core = *w->core;
+  // At most half the busy slots search at once; the rest go idle right away.
+  const int busy = static_cast<int>(core.processors) - core.free_slots.load(std::memory_order_relaxed);
+  if (2 * core.searching.load(std::memory_order_relaxed) >= std::max(busy, 1)) return false;
+  w->searching = true;
+  core.searching.fetch_add(1, std::memory_order_acq_rel);
+  return true;
+}
+
+bool stop_searching(Worker* w) noexcept {
+  if (!w->searching) return false;
+  w->searching = false;
+  return w->core->searching.fetch_sub(1, std::memory_order_acq_rel) == 1;
+}
+
+// --- The waking side ---------------------------------------------------------------------------
+
+bool RuntimeCore::work_visible() const noexcept {
+  if (!injector.empty()) return true;
+  const unsigned n = worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    const Worker* w = workers[i].get();
+    if (!w->local.empty() || w->runnext.load(std::memory_order_relaxed) != nullptr) return true;
+  }
+  return false;
+}
+
+// Called after making work available. The fence pairs with the one a worker issues between
+// giving up its slot and re-checking the queues before it parks (Go's wakep / stopm): either
+// the worker sees the new work, or we see its freed slot.
+void RuntimeCore::wakep() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wakep_after_seq_cst();
+}
+
+// The work was published by a seq_cst RMW (or wakep's fence). The loads are seq_cst too, so a
+// parking worker's "free its slot (or stop searching); seq_cst fence; look at the queues"
+// cannot miss it: if our load misses its RMW, our publication precedes its fence in the
+// single total order, and its look after the fence sees the work. On x86 this path is plain
+// loads, where a fence (mfence) would cost more than the rest of a spawn.
+void RuntimeCore::wakep_after_seq_cst() noexcept {
+  if (searching.load(std::memory_order_seq_cst) > 0) return;    // a searcher will find it
+  if (free_slots.load(std::memory_order_seq_cst) <= 0) return;  // every slot is busy: their workers will get to it
+  if (!take_free_slot(*this)) return;
+  searching.fetch_add(1, std::memory_order_acq_rel);  // the woken worker starts searching
+
+  Worker* w = nullptr;
+  bool retry = false;
+  {
+    std::lock_guard lock(idle_mutex);
+    if (shutting_down.load(std::memory_order_relaxed)) {
+      w = nullptr;
+    } else if (!idle.empty()) {
+      w = idle.back();
+      idle.pop_back();
+      idle_threads.fetch_sub(1, std::memory_order_relaxed);
+      w->given_slot.store(true, std::memory_order_relaxed);  // published by unpark's release
+    } else {
+      w = start_worker(retry);
+    }
+  }
+  if (w == nullptr) {
+    // No thread to give the slot to (at the thread cap, the start failed, or shutting down):
+    // return it. The work stays queued for the workers that hold slots, or for a later wakep;
+    // after a refusal or a failure the monitor retries, asked only now that the slot is back
+    // (asked earlier, its retry could find the slot still taken, give up, and never retry).
+    searching.fetch_sub(1, std::memory_order_acq_rel);
+    free_slots.fetch_add(1, std::memory_order_acq_rel);
+    if (retry) ask_for_retry();
+    return;
+  }
+  w->parker.unpark();
+  wake_monitor();
+}
+
+// The monitor parks when no slot is taken (store monitor_idle, then check free_slots); a slot
+// taker takes a slot, then checks monitor_idle. seq_cst on both sides: one sees the other.
+void RuntimeCore::wake_monitor() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
+    monitor_parker.unpark();
+}
+
+void RuntimeCore::trim_idle_worker() noexcept {
+  Worker* w = nullptr;
+  {
+    std::lock_guard lock(idle_mutex);
+    // The oldest idle spare (wakep takes the newest); never a guest, which is no thread of ours.
+    auto it = std::find_if(idle.begin(), idle.end(), [](const Worker* x) { return !x->guest; });
+    if (it == idle.end()) return;
+    w = *it;
+    idle.erase(it);
+    idle_threads.fetch_sub(1, std::memory_order_relaxed);
+    w->exit_requested.store(true, std::memory_order_relaxed);  // published by unpark's release
+  }
+  w->parker.unpark();
+}
+
+// --- The parking side --------------------------------------------------------------------------
+
+// After giving a slot back: the fence pairs with wakep's, so either
+// we see work made available before it, or its wakep sees our freed slot and hands it out.
+void look_again_after_giving_up_slot(RuntimeCore& core) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (core.work_visible()) core.wakep();
+}
+
+// The parking side of wakep's protocol, for workers and guests alike: stop searching, join
+// the idle list, give up the slot, then look for work once more. With `unless_shutting_down`
+// it does nothing else and returns false once the runtime is shutting down (shutdown has
+// unparked the idle list already, and a worker parking now would sleep its whole timeout).
+bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexcept {
+  RuntimeCore& core = *w->core;
+  stop_searching(w);
+  {
+    std::lock_guard lock(core.idle_mutex);
+    if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
+    w->given_slot.store(false, std::memory_order_relaxed);
+    core.idle.push_back(w);
+    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (holds_slot) core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  look_again_after_giving_up_slot(core);
+  return true;
+}
+
+// Takes `w` off the idle list: true if it was still there; false if a wakep took it off first,
+// which it does under the same lock after setting given_slot: a slot is ours.
+bool leave_idle_list(Worker* w) noexcept {
+  RuntimeCore& core = *w->core;
+  std::lock_guard lock(core.idle_mutex);
+  auto it = std::find(core.idle.begin(), core.idle.end(), w);
+  if (it == core.idle.end()) return false;
+  core.idle.erase(it);
+  core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
+Idle park_idle(Worker* w, bool holds_slot) noexcept {
+  RuntimeCore& core = *w->core;
+  if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
+  for (;;) {
+    const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
+    if (w->exit_requested.load(std::memory_order_acquire)) {
+      // The monitor took us off the idle list to make room under the thread cap.
+      w->exit_requested.store(false, std::memory_order_relaxed);
+      return Idle::exit;
+    }
+    if (core.shutting_down.load(std::memory_order_acquire)) {
+      if (!leave_idle_list(w) && w->given_slot.load(std::memory_order_relaxed))
+        core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
+      return Idle::exit;
+    }
+    if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;
+    // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
+    if (!unparked && leave_idle_list(w)) return Idle::exit;
+  }
+}
+
+}  // namespace karx::detail
