@@ -97,12 +97,16 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
     if (retry) ask_for_retry();
     return;
   }
+  // The worker wakes the monitor itself once it runs with the slot (worker_main, park_idle's
+  // caller): a thread spawning from outside pays one futex wake per wakep, not two.
   w->parker.unpark();
-  wake_monitor();
 }
 
 // The monitor parks when no slot is taken (store monitor_idle, then check free_slots); a slot
 // taker takes a slot, then checks monitor_idle. seq_cst on both sides: one sees the other.
+// The check may be made by the worker a wakep gave the slot to, after the wakep's CAS (it
+// happens before the worker's unpark): the monitor's seq_cst load of free_slots that misses
+// that CAS then precedes the worker's fence in the total order, whose load sees the flag.
 void RuntimeCore::wake_monitor() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))

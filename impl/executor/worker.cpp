@@ -257,8 +257,10 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
   current_worker = w;
   note_thread(w);
   current_runtime = runtime;  // until the worker returns, which ~Runtime waits for (join)
-  // A new worker starts with the slot (and the searching count) of the wakep that made it.
+  // A new worker starts with the slot (and the searching count) of the wakep that made it,
+  // or of the monitor's retry; the monitor watches the slot (see wake_monitor).
   w->searching = true;
+  wake_monitor();
   bool holds_slot = true;
   for (;;) {
     while (holds_slot && !shutting_down.load(std::memory_order_acquire)) {
@@ -272,6 +274,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
     if (shutting_down.load(std::memory_order_acquire)) break;
     if (park_idle(w, holds_slot) == Idle::exit) break;
     holds_slot = true;
+    wake_monitor();       // wakep gave us a slot: the monitor watches it (see wake_monitor)
     w->searching = true;  // wakep counted us as searching
   }
   stop_searching(w);
@@ -351,6 +354,7 @@ void guest_idle(Worker* w, const std::atomic<bool>& done) noexcept {
   }
   w->guest_holds_slot = true;
   w->searching = true;  // wakep counted us as searching
+  core.wake_monitor();  // and gave us a slot: the monitor watches it (see wake_monitor)
 }
 
 }  // namespace
