@@ -14,8 +14,10 @@ once they are built.) What it does, in order:
    Go peer (threads 1 and 2, K repetitions), alternating which of the two goes first. Every
    (workload, threads, library) gets R x K samples of ns per operation.
 2. The workloads that are not throughput loops, each measurement in its own process: blocking
-   (karx with three variants, Go, oneTBB, Asio), idle (CPU time of an idle runtime), memory
-   (bytes per parked task), and the task layer (bench/summarize.sh on karx_task_bench).
+   (karx with three variants, Go, oneTBB, Asio), blocked_or_busy (karx: a ticker beside 100
+   unannounced blocking calls; threads started for 200 CPU-bound polls), idle (CPU time of an
+   idle runtime), memory (bytes per parked task), forkjoin_memory (peak RSS of fib and
+   skynet), and the task layer (bench/summarize.sh on karx_task_bench).
 3. Medians, min and max; karx's median over the best peer's; each target met or MISSED. One
    plain-text report on stdout, everything (raw samples, machine, load) as JSON, the region
    between <!-- results:begin --> and <!-- results:end --> of docs/bench.md, and the chart
@@ -60,8 +62,8 @@ THROUGHPUT = [
     ("skynet", "ns/task", 0.5),
 ]
 THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
-SPECIAL_NAMES = ["blocking", "idle", "memory", "forkjoin_memory", "task_layer"]
-PROBE_SECTIONS = ("blocking", "idle", "memory", "forkjoin_memory")
+SPECIAL_NAMES = ["blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory", "task_layer"]
+PROBE_SECTIONS = ("blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory")
 THREADS = (1, 2)
 GBENCH_LIBS = ("karx", "tbb", "asio")
 LIBS = ("karx", "tbb", "asio", "go")
@@ -93,6 +95,8 @@ IDLE_MAX_CPU_MS_PER_S = 1.0       # karx idle < 1 ms CPU per second
 MEMORY_MAX_BYTES = 128.0          # karx <= 128 bytes per task ...
 MEMORY_GO_FRACTION = 0.1          # ... and <= 1/10 of Go's
 FORKJOIN_RSS_MAX_TBB = 2.0        # karx's peak RSS in fib / skynet <= 2x oneTBB's (issue 12)
+BLOCKING_CALLS_MAX_LATENESS_MS = 20.0  # 100 unannounced 20-ms blocking calls: 5 ms ticker late <= 20 ms
+CPU_BOUND_MAX_EXTRA_THREADS = 4        # 200 CPU-bound polls of 30 ms: <= 4 threads started
 TASK_LAYER_MAX_RATIO = 1.0        # Async spawn+run+join / (malloc+free + 2 RMWs) <= 1 (issue 11)
 TASK_LAYER_NUM = "BM_karx_async_spawn_run_join"
 TASK_LAYER_DEN = "BM_baseline_malloc64_free_2rmw"
@@ -427,6 +431,8 @@ def probe_jobs(args):
         ("blocking", "go", "", [g, "blocking"]),
         ("blocking", "tbb", "", [p, "blocking", "tbb"]),
         ("blocking", "asio", "", [p, "blocking", "asio"]),
+        ("blocked_or_busy", "karx", "blocking_calls", [p, "blocked_or_busy", "karx", "--workload", "blocking_calls"]),
+        ("blocked_or_busy", "karx", "cpu_bound", [p, "blocked_or_busy", "karx", "--workload", "cpu_bound"]),
         ("idle", "karx", "", [p, "idle", "karx"]),
         ("idle", "tbb", "", [p, "idle", "tbb"]),
         ("idle", "asio", "", [p, "idle", "asio"]),
@@ -510,6 +516,23 @@ def evaluate_blocking(rows):
                                      None if gap is None else gap <= BLOCKING_CALL_MAX_GAP_MS))
         r["checks"].append(check(f"batch ≥ {BATCH_MIN_SPEED:g}× quiet", speed, BATCH_MIN_SPEED,
                                  None if speed is None else speed >= BATCH_MIN_SPEED))
+
+
+def evaluate_blocked_or_busy(rows):
+    for r in rows:
+        r["checks"] = []
+        if "missing" in r:
+            continue
+        if r["key"] == "blocking_calls":
+            v = num(r, "worst_lateness_ms")
+            r["checks"].append(check(f"ticker late ≤ {BLOCKING_CALLS_MAX_LATENESS_MS:g} ms", v,
+                                     BLOCKING_CALLS_MAX_LATENESS_MS,
+                                     None if v is None else v <= BLOCKING_CALLS_MAX_LATENESS_MS))
+        elif r["key"] == "cpu_bound":
+            v = num(r, "extra_threads")
+            r["checks"].append(check(f"≤ {CPU_BOUND_MAX_EXTRA_THREADS} threads started", v,
+                                     CPU_BOUND_MAX_EXTRA_THREADS,
+                                     None if v is None else v <= CPU_BOUND_MAX_EXTRA_THREADS))
 
 
 def evaluate_idle(rows):
@@ -715,6 +738,22 @@ def build_tables(report):
                   fmt(num(r, "batch_blocked_ms")), fmt(r.get("batch_speed"), 2),
                   r.get("threads_started", "–"), fmt(num(r, "blocked_ms")),
                   targets_text(r["checks"]), status_of(r["checks"]))
+        tables.append(t)
+    if "blocked_or_busy" in report:
+        t = Table("Blocked or busy: 100 unannounced 20-ms blocking calls beside a 5 ms ticker; 200 polls "
+                  "computing 30 ms (2 processors, threshold 10 ms)",
+                  ["library", "workload", "tasks", "ticker worst lateness ms", "blocked hand-offs",
+                   "busy hand-offs", "threads started", "wall ms", "target", "status"],
+                  ["l", "l", "r", "r", "r", "r", "r", "r", "l", "l"])
+        for r in report["blocked_or_busy"]:
+            lib = LIB_TITLES.get(r["library"], r["library"])
+            if "missing" in r:
+                t.add(lib, r["key"], "", "", "", "", "", "", targets_text(r.get("checks", [])),
+                      f"missing ({r['missing']})")
+                continue
+            t.add(lib, r["key"], r.get("tasks", "–"), fmt(num(r, "worst_lateness_ms")),
+                  r.get("blocked_handoffs", "–"), r.get("busy_handoffs", "–"), r.get("extra_threads", "–"),
+                  fmt(num(r, "wall_ms")), targets_text(r["checks"]), status_of(r["checks"]))
         tables.append(t)
     if "idle" in report:
         t = Table("Idle: CPU time of an idle runtime", ["library", "threads", "CPU ms per s", "target", "status"],
@@ -1074,6 +1113,9 @@ def main(argv=None) -> int:
         if "blocking" in sections:
             evaluate_blocking(probes["blocking"])
             report["blocking"] = probes["blocking"]
+        if "blocked_or_busy" in sections:
+            evaluate_blocked_or_busy(probes["blocked_or_busy"])
+            report["blocked_or_busy"] = probes["blocked_or_busy"]
         if "idle" in sections:
             evaluate_idle(probes["idle"])
             report["idle"] = probes["idle"]

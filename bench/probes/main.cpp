@@ -19,7 +19,8 @@ constexpr const char* kUsage =
     "  idle karx|tbb|asio\n"
     "  memory karx [--future coroutine|struct]                         (default: coroutine)\n"
     "  memory tbb\n"
-    "  forkjoin_memory karx|tbb --workload fib|skynet\n";
+    "  forkjoin_memory karx|tbb --workload fib|skynet\n"
+    "  blocked_or_busy karx --workload blocking_calls|cpu_bound\n";
 
 int usage(const char* why) {
   std::fprintf(stderr, "karx_runtime_probes: %s\n%s", why, kUsage);
@@ -75,7 +76,14 @@ std::function<void()> parse(std::string_view workload, std::string_view library,
     if (library == "tbb") return [which] { forkjoin_tbb(which); };
     return reject(why, "forkjoin_memory: <library> must be karx or tbb");
   }
-  return reject(why, "<workload> must be blocking, idle, memory or forkjoin_memory");
+  if (workload == "blocked_or_busy") {
+    if (library != "karx") return reject(why, "blocked_or_busy: <library> must be karx");
+    if (option == "--workload" && value == "blocking_calls")
+      return [] { blocked_or_busy_karx(BlockedOrBusy::blocking_calls); };
+    if (option == "--workload" && value == "cpu_bound") return [] { blocked_or_busy_karx(BlockedOrBusy::cpu_bound); };
+    return reject(why, "blocked_or_busy takes --workload blocking_calls|cpu_bound");
+  }
+  return reject(why, "<workload> must be blocking, idle, memory, forkjoin_memory or blocked_or_busy");
 }
 
 }  // namespace

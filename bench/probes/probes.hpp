@@ -138,6 +138,7 @@ inline constexpr int kThreads = 2;  // processors / pool threads in every worklo
 enum class BlockingVariant { default_threshold, threshold_1ms, blocking_call };
 enum class FutureKind { coroutine, hand_written };
 enum class ForkJoin { fib, skynet };
+enum class BlockedOrBusy { blocking_calls, cpu_bound };
 
 void blocking_karx(BlockingVariant variant);
 void blocking_tbb();
@@ -149,5 +150,6 @@ void memory_karx(FutureKind kind);
 void memory_tbb();
 void forkjoin_karx(ForkJoin workload);
 void forkjoin_tbb(ForkJoin workload);
+void blocked_or_busy_karx(BlockedOrBusy workload);
 
 }  // namespace karx_probes

@@ -132,4 +132,52 @@ TEST(BlockedOrBusy, ComputingPollsStartOnlyAFewThreads) {
   EXPECT_LE(m.threads_started, 3 + 2 * cap) << m.busy_handoffs << " busy hand-offs";
 }
 
+// While blocked workers' queues hold tasks, a task woken from outside (it waits in the
+// injector) still runs within a few polls: the injector and those queues take turns. Before,
+// the injector came only once every blocked queue was empty.
+struct Blocker {
+  Gate* gate;
+  std::atomic<int>* started;
+  karx::Poll<> poll(karx::Context&) {
+    started->fetch_add(1);
+    std::unique_lock guard(gate->lock);
+    gate->opened_cv.wait_for(guard, 20s, [&] { return gate->opened; });
+    return karx::ready();
+  }
+};
+
+struct QueueBlockers {
+  karx::Runtime* rt;
+  Gate* gate;
+  std::atomic<int>* started;
+  int count;
+  karx::Poll<> poll(karx::Context&) {
+    for (int i = 0; i < count; ++i) rt->spawn(Blocker{gate, started}).detach();
+    return karx::ready();
+  }
+};
+
+struct Marker {
+  Gate* gate;
+  std::atomic<int>* started;
+  std::atomic<int>* started_before_marker;
+  karx::Poll<> poll(karx::Context&) {
+    started_before_marker->store(started->load());
+    gate->open();
+    return karx::ready();
+  }
+};
+
+TEST(BlockedOrBusy, ATaskFromOutsideIsNotQueuedBehindEveryBlockedWorkersQueue) {
+  constexpr int kBlockers = 16;
+  Gate gate;
+  std::atomic<int> started{0}, started_before_marker{-1};
+  karx::Runtime rt(one_processor(60s));
+  rt.spawn(QueueBlockers{&rt, &gate, &started, kBlockers}).detach();
+  while (started.load() == 0) std::this_thread::sleep_for(1ms);  // the first blocker blocks
+  auto marker = rt.spawn(Marker{&gate, &started, &started_before_marker});
+  EXPECT_TRUE(karx::block_on(std::move(marker)));
+  EXPECT_LE(started_before_marker.load(), 4) << "blocked workers' queued tasks all went before the injector's";
+}
+
 }  // namespace
