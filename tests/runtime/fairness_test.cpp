@@ -93,20 +93,24 @@ struct Pair {
   std::atomic<std::uint64_t> polls{0};
 };
 
-// Each poll wakes the other side (into runnext) and waits to be woken in turn.
+// Each poll wakes the other side (into runnext) and waits to be woken in turn. `stop` is read
+// and written under the lock, so that no side can park after the test's last wake-up: a side
+// that sees it completes, and wakes the other if that one waits.
 struct PingPong {
   Pair* pair;
   int side;
   karx::Poll<> poll(karx::Context& cx) {
     pair->polls.fetch_add(1);
-    if (pair->stop.load()) return karx::ready();
     std::optional<karx::Waker> other;
+    bool stop = false;
     {
       std::lock_guard guard(pair->lock);
-      pair->wakers[side] = cx.waker();
+      stop = pair->stop.load();
+      if (!stop) pair->wakers[side] = cx.waker();
       other = std::exchange(pair->wakers[1 - side], std::nullopt);
     }
     if (other) std::move(*other).wake();
+    if (stop) return karx::ready();
     return karx::pending;
   }
 };
@@ -131,12 +135,14 @@ TEST(Fairness, AYieldLoopProgressesBesideTwoTasksThatWakeEachOther) {
   const std::uint64_t polls_at_start = pair.polls.load();
   rt.spawn(yield_loop(kYields, pair.polls, polls_at_end, done)).detach();
   const bool finished = wait_until(done, 10s);
-  pair.stop.store(true);
+  std::optional<karx::Waker> waiting[2];
   {
-    std::lock_guard guard(pair.lock);  // wake whichever side waits, so that both see stop
-    for (auto& w : pair.wakers)
-      if (w) std::exchange(w, std::nullopt)->wake();
+    std::lock_guard guard(pair.lock);  // see PingPong: nobody parks after this
+    pair.stop.store(true);
+    for (int i = 0; i < 2; ++i) waiting[i] = std::exchange(pair.wakers[i], std::nullopt);
   }
+  for (auto& w : waiting)
+    if (w) std::move(*w).wake();
   EXPECT_TRUE(karx::block_on(std::move(ping)));  // a void handle yields whether the task completed
   EXPECT_TRUE(karx::block_on(std::move(pong)));
   ASSERT_TRUE(finished) << "the yield loop was starved: " << pair.polls.load() - polls_at_start
