@@ -26,7 +26,6 @@ namespace karx::detail {
 
 thread_local Worker* current_worker = nullptr;
 thread_local constinit void* current_runtime = nullptr;
-thread_local bool yield_requested = false;
 
 namespace {
 

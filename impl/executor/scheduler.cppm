@@ -197,8 +197,8 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept;  // until a slot, the idle 
 
 // The worker the current thread is (nullptr on other threads).
 extern thread_local Worker* current_worker;
-// Set by yield_now for the schedule call that follows on this thread.
-extern thread_local bool yield_requested;
+// yield_requested (set by yield_now and by a spent budget for the schedule call that follows
+// on this thread) and the budget itself live in karx.task (impl/task/coop.cppm).
 
 void run_task(Worker* w, RawTask task) noexcept;
 void push_local(Worker* w, RawTask task) noexcept;       // into runnext (the previous one queues)

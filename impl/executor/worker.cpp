@@ -216,6 +216,7 @@ void run_task(Worker* w, RawTask task) noexcept {
   // word change eventually; the revoking CAS is what synchronizes.
   w->poll_word.store(word + kSeqStep, std::memory_order_relaxed);
   w->bump(w->polled);
+  coop_budget = kCoopBudget;  // this task's turn (impl/task/coop.cppm)
   try {
     Task<>::from_raw(task).run();
   } catch (const std::exception& e) {
@@ -225,6 +226,7 @@ void run_task(Worker* w, RawTask task) noexcept {
   } catch (...) {
     std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
   }
+  coop_budget = kCoopUnlimited;
   yield_requested = false;
 }
 

@@ -37,6 +37,7 @@ module;
 #include <vector>
 module karx.time;
 import karx.waker;
+import karx.task;
 
 // The names of this file live in karx::detail::timers, so that they cannot clash with (or be
 // made ambiguous by) names that karx's other modules declare in karx::detail.
@@ -344,7 +345,8 @@ Poll<void> Sleep::poll(Context& cx) {
     return pending;
   }
   if (std::chrono::steady_clock::now() >= deadline_) {
-    reset();  // removes the entry if the driver has not fired it yet
+    if (!detail::coop_proceed(cx)) return pending;  // the task's turn is spent (karx.task's coop)
+    reset();                                        // removes the entry if the driver has not fired it yet
     return ready();
   }
   const RawWaker& raw = cx.waker().as_raw();

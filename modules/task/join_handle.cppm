@@ -8,6 +8,7 @@ module;
 #include <utility>
 export module karx.task:join_handle;
 import karx.waker;
+import :coop;
 import :header;
 import :outcome;
 import :state;
@@ -39,6 +40,7 @@ class JoinHandle {
 
   Poll<result_type> poll(Context& cx) {
     detail::Header* h = header("poll");
+    if (!detail::coop_proceed(cx)) return pending;  // the task's turn is spent (coop.cppm)
     // The common case, inline: completed, and the handle is the task's last owner (see
     // poll_handle, which makes the same check first).
     const std::size_t state = h->state.load(std::memory_order_acquire);

@@ -15,6 +15,7 @@ export import :outcome;
 export import :alloc;
 export import :slab;
 export import :listing;
+export import :coop;
 export import :cell;
 export import :chain;
 export import :frame_block;

@@ -151,4 +151,41 @@ TEST(Fairness, AYieldLoopProgressesBesideTwoTasksThatWakeEachOther) {
   EXPECT_LE(polls_at_end.load() - polls_at_start, std::uint64_t{kYields} * 62 + 100);
 }
 
+// --- A task awaiting futures that are always ready -------------------------------------------
+
+// Never pending on its own: every zero sleep is ready at once. Without the cooperative budget
+// (impl/task/coop.cppm) it would hold the only processor for ever.
+karx::Async<> spin_on_ready_sleeps(const std::atomic<bool>* stop, std::atomic<std::uint64_t>* awaits) {
+  while (!stop->load()) {
+    co_await karx::sleep_for(std::chrono::nanoseconds(0));
+    awaits->fetch_add(1);
+  }
+}
+
+struct SetFlag {
+  std::atomic<bool>* flag;
+  karx::Poll<> poll(karx::Context&) {
+    flag->store(true);
+    return karx::ready();
+  }
+};
+
+TEST(Fairness, ATaskAwaitingReadyFuturesYieldsWhenItsBudgetIsSpent) {
+  // A threshold the test never reaches, so that no hand-off of the spinner's long poll lets
+  // the other task run on another thread: only the budget can.
+  karx::RuntimeOptions options = one_processor();
+  options.blocking_threshold = std::chrono::seconds(60);
+  karx::Runtime rt(options);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> awaits{0};
+  auto spinner = rt.spawn(spin_on_ready_sleeps(&stop, &awaits));
+  while (awaits.load() == 0) std::this_thread::sleep_for(1ms);
+  auto other = rt.spawn(SetFlag{&stop});  // from outside: the injector, behind the spinner
+  const bool ran = wait_until(stop, 10s);
+  stop.store(true);
+  EXPECT_TRUE(ran) << "the other task never ran: " << awaits.load() << " ready awaits went first";
+  EXPECT_TRUE(karx::block_on(std::move(other)));
+  EXPECT_TRUE(karx::block_on(std::move(spinner)));
+}
+
 }  // namespace
