@@ -440,7 +440,10 @@ TEST(Runtime, BlockingLetsAlreadyQueuedWorkRun) {
   std::atomic<bool> gate{false};
   auto first =
       rt.spawn([](std::atomic<bool>* gate, std::atomic<bool>* entered, std::atomic<bool>* release) -> karx::Async<int> {
-        while (!gate->load()) std::this_thread::sleep_for(1ms);  // holds the only processor
+        // Holds the only processor, computing (a thread blocked in a sleep here would be
+        // handed off by the monitor within a millisecond, whatever the threshold).
+        while (!gate->load()) {
+        }
         co_return co_await enters_blocking_then_waits(entered, release);
       }(&gate, &entered, &release));
   auto second = rt.spawn(square(7));

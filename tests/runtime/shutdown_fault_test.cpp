@@ -115,6 +115,17 @@ karx::Async<int> blocks_in_poll(probes::DropCounter, Shared* s) {
   co_return 1;
 }
 
+// Holds its processor for 150 ms computing: no hand-off takes it before the threshold (a
+// blocked thread would be handed off within about a millisecond, whatever the threshold).
+karx::Async<int> computes_in_poll(probes::DropCounter, Shared* s) {
+  s->polls.fetch_add(1);
+  s->arrived.fetch_add(1);
+  const auto until = Clock::now() + 150ms;
+  while (Clock::now() < until) {
+  }
+  co_return 1;
+}
+
 karx::Async<int> sleeps(probes::DropCounter, Shared* s) {
   s->polls.fetch_add(1);
   s->arrived.fetch_add(1);
@@ -149,8 +160,8 @@ TEST_P(ShutdownFault, EveryFutureGoesOnceAndEveryHandleResolves) {
   {
     karx::RuntimeOptions o;
     o.processors = 2;
-    // Long enough that a blocked poll is never handed off: in the queued case, the queue
-    // behind the blocked processors stays queued.
+    // Long enough that a computing poll is never handed off: in the queued case, the queue
+    // behind the busy processors stays queued.
     if (kind == Kind::queued) o.blocking_threshold = 1h;
     std::optional<karx::Runtime> runtime;
     runtime.emplace(o);
@@ -159,8 +170,8 @@ TEST_P(ShutdownFault, EveryFutureGoesOnceAndEveryHandleResolves) {
     int must_arrive = n;
     switch (kind) {
       case Kind::queued: {
-        // Both processors are stuck in polls; what is spawned next waits in the queues.
-        for (int i = 0; i < 2; ++i) handles.push_back(rt.spawn(blocks_in_poll(counter(), &s)));
+        // Both processors are busy in polls; what is spawned next waits in the queues.
+        for (int i = 0; i < 2; ++i) handles.push_back(rt.spawn(computes_in_poll(counter(), &s)));
         must_arrive = 2;
         break;
       }
