@@ -126,7 +126,6 @@ void RuntimeCore::monitor_main() noexcept {
       // Revoke the slot, if that same poll still runs.
       std::uint64_t expected = word;
       if (w.poll_word.compare_exchange_strong(expected, word | mark, std::memory_order_acq_rel)) {
-        handoffs.fetch_add(1, std::memory_order_relaxed);
         if ((mark & kRevokedBusy) != 0) {
           busy_handoffs.fetch_add(1, std::memory_order_relaxed);
           busy_revoked.fetch_add(1, std::memory_order_relaxed);

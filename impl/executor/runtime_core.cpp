@@ -307,9 +307,9 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
     m.tasks_completed += w.completed.load(std::memory_order_relaxed);
     m.steals += w.steals.load(std::memory_order_relaxed);
   }
-  m.handoffs = handoffs.load(std::memory_order_relaxed);
   m.blocked_handoffs = blocked_handoffs.load(std::memory_order_relaxed);
   m.busy_handoffs = busy_handoffs.load(std::memory_order_relaxed);
+  m.handoffs = m.blocked_handoffs + m.busy_handoffs;  // every hand-off is one of the two
   m.injector_depth = injector.size();
   m.threads_started = budget.started_count();
   m.blocking_tasks = blocking_spawned.load(std::memory_order_relaxed);

@@ -139,9 +139,8 @@ class RuntimeCore {
   std::atomic<int> searching{0};  // workers searching for work (they hold a slot)
 
   alignas(64) std::mutex idle_mutex;
-  std::vector<Worker*> idle;              // parked workers without a slot, most recent last
-  std::atomic<unsigned> idle_threads{0};  // parked workers without a slot and idle pool threads
-  std::atomic<std::uint64_t> handoffs{0};
+  std::vector<Worker*> idle;                       // parked workers without a slot, most recent last
+  std::atomic<unsigned> idle_threads{0};           // parked workers without a slot and idle pool threads
   std::atomic<std::uint64_t> blocked_handoffs{0};  // the thread was blocked (or said it would be)
   std::atomic<std::uint64_t> busy_handoffs{0};     // a CPU-bound poll ran past the threshold
   // Workers whose slot was taken from a CPU-bound poll still running: each keeps a core busy

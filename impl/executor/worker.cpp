@@ -303,7 +303,6 @@ bool enter_blocking() noexcept {
   // monitor would do later, without its detection delay.
   if (!w->poll_word.compare_exchange_strong(word, word | kRevoked, std::memory_order_acq_rel)) return false;
   RuntimeCore& core = *w->core;
-  core.handoffs.fetch_add(1, std::memory_order_relaxed);
   core.blocked_handoffs.fetch_add(1, std::memory_order_relaxed);
   core.revoked_workers.fetch_add(1, std::memory_order_relaxed);
   core.free_slots.fetch_add(1, std::memory_order_acq_rel);
