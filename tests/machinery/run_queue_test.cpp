@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -113,97 +114,77 @@ TEST(RunQueue, PopNewestIsLifoAndMixesWithTheOldestEnd) {
   EXPECT_TRUE(q.empty());
 }
 
-// The owner pushes and takes its newest items (the last one often, where it races thieves for
-// it) while thieves steal the oldest: every item is taken exactly once.
-TEST(RunQueue, OwnerTakingNewestAndThievesTakeEveryItemExactlyOnce) {
-  using Big = karx::detail::RunQueue<int*, 256>;
-  constexpr std::size_t kItems = 1000000;
-  constexpr int kThieves = 2;
-  Items items(kItems);
+using Big = karx::detail::RunQueue<int*, 256>;
+
+// Which end a queue's owner takes from: the oldest item (pop) or the newest (pop_newest).
+enum class End { oldest, newest };
+
+std::optional<int*> take(Big& q, End end) { return end == End::oldest ? q.pop() : q.pop_newest(); }
+
+// The owner pushes `count` items (spilling half to an overflow list of its own when full) and
+// after each push calls owner_turn(queue, i), which takes some back; `thieves` threads steal
+// into queues of their own and drain them from `end`, as the owner drains its queue at the
+// end. Every item must be taken exactly once.
+template <class OwnerTurn>
+void owner_against_thieves(std::size_t count, int thieves, End end, OwnerTurn owner_turn) {
+  Items items(count);
   Big owner_queue;
   std::atomic<bool> done_pushing{false};
-  std::vector<int*> overflow;  // the owner's spills
+  std::vector<int*> overflow;  // touched by the owner only, drained by it at the end
 
-  std::vector<std::thread> thieves;
-  for (int t = 0; t < kThieves; ++t)
-    thieves.emplace_back([&] {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < thieves; ++t)
+    threads.emplace_back([&] {
       auto mine = std::make_unique<Big>();
       for (;;) {
         const bool finished = done_pushing.load(std::memory_order_acquire);
         int* stolen = owner_queue.steal_into(*mine);
         if (stolen == nullptr && finished && owner_queue.empty()) break;
         if (stolen != nullptr) items.take(stolen);
-        while (auto item = mine->pop_newest()) items.take(*item);
+        while (auto item = take(*mine, end)) items.take(*item);
       }
     });
 
   std::array<int*, 128> batch{};
-  for (std::size_t i = 0; i < kItems; ++i) {
+  for (std::size_t i = 0; i < count; ++i) {
     while (!owner_queue.push(items.at(i))) {
       std::uint32_t n = owner_queue.take_half_for_spill(batch.data());
       overflow.insert(overflow.end(), batch.begin(), batch.begin() + n);
     }
-    // Keep the queue short (one to three items), so that thieves and the owner meet at the
-    // last items all the time, and pop twice in a row now and then (a thief that read `tail`
-    // before two pops must not claim what they took).
-    if (i % 4 != 3)
-      if (auto item = owner_queue.pop_newest()) items.take(*item);
-    if (i % 16 == 5)
-      if (auto item = owner_queue.pop_newest()) items.take(*item);
-    if (i % 64 == 0)
-      if (auto item = owner_queue.pop()) items.take(*item);
+    owner_turn(owner_queue, i, items);
   }
   done_pushing.store(true, std::memory_order_release);
-  while (auto item = owner_queue.pop_newest()) items.take(*item);
-  for (auto& t : thieves) t.join();
+  while (auto item = take(owner_queue, end)) items.take(*item);
+  for (auto& t : threads) t.join();
   for (int* p : overflow) items.take(p);
 
   EXPECT_EQ(items.missing(), 0u);
   EXPECT_EQ(items.duplicated(), 0u);
 }
 
-// The owner pushes (spilling half to a shared overflow list when full) and pops; thieves
-// steal into their own queues and drain them. Every item is taken exactly once.
+// The owner pushes and takes its newest items (the last one often, where it races thieves for
+// it) while thieves steal the oldest: every item is taken exactly once.
+TEST(RunQueue, OwnerTakingNewestAndThievesTakeEveryItemExactlyOnce) {
+  owner_against_thieves(1000000, 2, End::newest, [](Big& q, std::size_t i, Items& items) {
+    // Keep the queue short (one to three items), so that thieves and the owner meet at the
+    // last items all the time, and pop twice in a row now and then (a thief that read `tail`
+    // before two pops must not claim what they took).
+    if (i % 4 != 3)
+      if (auto item = q.pop_newest()) items.take(*item);
+    if (i % 16 == 5)
+      if (auto item = q.pop_newest()) items.take(*item);
+    if (i % 64 == 0)
+      if (auto item = q.pop()) items.take(*item);
+  });
+}
+
+// The owner pushes (spilling half to an overflow list when full) and pops; thieves steal into
+// their own queues and drain them. Every item is taken exactly once.
 TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
-  using Big = karx::detail::RunQueue<int*, 256>;
-  constexpr std::size_t kItems = 200000;
-  constexpr int kThieves = 3;
-  Items items(kItems);
-  Big owner_queue;
-  std::atomic<bool> done_pushing{false};
-  std::atomic<std::size_t> spilled{0};
-  std::vector<int*> overflow;  // touched by the owner only, drained by it at the end
-
-  std::vector<std::thread> thieves;
-  for (int t = 0; t < kThieves; ++t)
-    thieves.emplace_back([&] {
-      auto mine = std::make_unique<Big>();
-      for (;;) {
-        const bool finished = done_pushing.load(std::memory_order_acquire);
-        int* stolen = owner_queue.steal_into(*mine);
-        if (stolen == nullptr && finished && owner_queue.empty()) break;
-        if (stolen != nullptr) items.take(stolen);
-        while (auto item = mine->pop()) items.take(*item);
-      }
-    });
-
-  std::array<int*, 128> batch{};
-  for (std::size_t i = 0; i < kItems; ++i) {
-    while (!owner_queue.push(items.at(i))) {
-      std::uint32_t n = owner_queue.take_half_for_spill(batch.data());
-      overflow.insert(overflow.end(), batch.begin(), batch.begin() + n);
-      spilled.fetch_add(n, std::memory_order_relaxed);
-    }
+  owner_against_thieves(200000, 3, End::oldest, [](Big& q, std::size_t i, Items& items) {
     if (i % 3 == 0)
-      if (auto item = owner_queue.pop()) items.take(*item);
-  }
-  done_pushing.store(true, std::memory_order_release);
-  while (auto item = owner_queue.pop()) items.take(*item);
-  for (auto& t : thieves) t.join();
-  for (int* p : overflow) items.take(p);
-
-  EXPECT_EQ(items.missing(), 0u);
-  EXPECT_EQ(items.duplicated(), 0u);
+      if (auto item = q.pop()) items.take(*item);
+  });
 }
 
 // As the runtime's workers do: every thread owns a queue, pops its own, and steals from any
@@ -211,7 +192,6 @@ TEST(RunQueue, OwnerAndThievesTakeEveryItemExactlyOnce) {
 // stole and popped one back could find its queue emptied by another thief in between (the
 // runtime then ran a garbage task pointer): the stolen item it runs comes back from the steal.
 TEST(RunQueue, ThievesStealingFromThievesTakeEveryItemExactlyOnce) {
-  using Big = karx::detail::RunQueue<int*, 256>;
   constexpr std::size_t kItems = 200000;
   constexpr int kThreads = 4;  // thread 0 also produces
   Items items(kItems);
