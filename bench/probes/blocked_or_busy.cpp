@@ -9,9 +9,11 @@
 //    threshold, but none is blocked: the extra threads the runtime starts for them (beyond a
 //    worker per processor and the monitor) show whether it mistakes busy for blocked.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -65,47 +67,38 @@ double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 }  // namespace
 
 void blocked_or_busy_karx(BlockedOrBusy workload) {
+  const bool blocking = workload == BlockedOrBusy::blocking_calls;
   karx::Runtime rt(two_processors());
   rt.block_on([]() -> karx::Async<> { co_return; }());  // the workers are up
   const std::uint64_t started_before = rt.metrics().threads_started;
   const auto t0 = Clock::now();
-  if (workload == BlockedOrBusy::blocking_calls) {
-    std::atomic<bool> stop{false};
-    Clock::duration worst{};
-    int ticks = 0;
-    auto tick = rt.spawn(ticker(&stop, &worst, &ticks));
-    std::vector<karx::JoinHandle<void>> calls;
-    for (int i = 0; i < kBlockingCalls; ++i) calls.push_back(rt.spawn(BlockInKernel{}));
-    for (auto& c : calls)
-      if (!karx::block_on(std::move(c))) throw std::runtime_error("a blocking call was canceled");
-    stop.store(true, std::memory_order_release);
-    if (!karx::block_on(std::move(tick))) throw std::runtime_error("the ticker was canceled");
-    const karx::RuntimeMetrics m = rt.metrics();
-    JsonLine()
-        .add("kind", "blocked_or_busy")
-        .add("library", "karx")
-        .add("workload", "blocking_calls")
-        .add("tasks", static_cast<std::int64_t>(kBlockingCalls))
-        .add("worst_lateness_ms", ms(worst), 2)
-        .add("ticks", static_cast<std::int64_t>(ticks))
-        .add("wall_ms", ms(Clock::now() - t0), 1)
-        .add("blocked_handoffs", m.blocked_handoffs)
-        .add("busy_handoffs", m.busy_handoffs)
-        .add("extra_threads", m.threads_started - started_before)
-        .print();
-    return;
+
+  std::atomic<bool> stop{false};
+  Clock::duration worst{};
+  int ticks = 0;
+  std::optional<karx::JoinHandle<void>> tick;
+  std::vector<karx::JoinHandle<void>> tasks;
+  if (blocking) {
+    tick = rt.spawn(ticker(&stop, &worst, &ticks));
+    for (int i = 0; i < kBlockingCalls; ++i) tasks.push_back(rt.spawn(BlockInKernel{}));
+  } else {
+    for (int i = 0; i < kCpuBoundPolls; ++i) tasks.push_back(rt.spawn(Compute{}));
   }
-  std::vector<karx::JoinHandle<void>> polls;
-  for (int i = 0; i < kCpuBoundPolls; ++i) polls.push_back(rt.spawn(Compute{}));
-  for (auto& p : polls)
-    if (!karx::block_on(std::move(p))) throw std::runtime_error("a computing task was canceled");
+  for (auto& t : tasks)
+    if (!karx::block_on(std::move(t))) throw std::runtime_error("a task of the workload was canceled");
+  if (tick) {
+    stop.store(true, std::memory_order_release);
+    if (!karx::block_on(std::move(*tick))) throw std::runtime_error("the ticker was canceled");
+  }
+
   const karx::RuntimeMetrics m = rt.metrics();
-  JsonLine()
-      .add("kind", "blocked_or_busy")
+  JsonLine row;
+  row.add("kind", "blocked_or_busy")
       .add("library", "karx")
-      .add("workload", "cpu_bound")
-      .add("tasks", static_cast<std::int64_t>(kCpuBoundPolls))
-      .add("wall_ms", ms(Clock::now() - t0), 1)
+      .add("workload", blocking ? "blocking_calls" : "cpu_bound")
+      .add("tasks", static_cast<std::int64_t>(tasks.size()));
+  if (blocking) row.add("worst_lateness_ms", ms(worst), 2).add("ticks", static_cast<std::int64_t>(ticks));
+  row.add("wall_ms", ms(Clock::now() - t0), 1)
       .add("blocked_handoffs", m.blocked_handoffs)
       .add("busy_handoffs", m.busy_handoffs)
       .add("extra_threads", m.threads_started - started_before)
