@@ -13,34 +13,6 @@ import :scheduler;
 
 namespace karx::detail {
 
-// --- Slots and searching ---------------------------------------------------------------------
-
-bool take_free_slot(RuntimeCore& core) noexcept {
-  int slots = core.free_slots.load(std::memory_order_relaxed);
-  do {
-    if (slots <= 0) return false;
-  } while (
-      !core.free_slots.compare_exchange_weak(slots, slots - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-  return true;
-}
-
-bool try_start_searching(Worker* w) noexcept {
-  if (w->searching) return true;
-  RuntimeCore& core = *w->core;
-  // At most half the busy slots search at once; the rest go idle right away.
-  const int busy = static_cast<int>(core.processors) - core.free_slots.load(std::memory_order_relaxed);
-  if (2 * core.searching.load(std::memory_order_relaxed) >= std::max(busy, 1)) return false;
-  w->searching = true;
-  core.searching.fetch_add(1, std::memory_order_acq_rel);
-  return true;
-}
-
-bool stop_searching(Worker* w) noexcept {
-  if (!w->searching) return false;
-  w->searching = false;
-  return w->core->searching.fetch_sub(1, std::memory_order_acq_rel) == 1;
-}
-
 // --- The waking side ---------------------------------------------------------------------------
 
 bool RuntimeCore::work_visible() const noexcept {
@@ -67,10 +39,10 @@ void RuntimeCore::wakep() noexcept {
 // single total order, and its look after the fence sees the work. On x86 this path is plain
 // loads, where a fence (mfence) would cost more than the rest of a spawn.
 void RuntimeCore::wakep_after_seq_cst() noexcept {
-  if (searching.load(std::memory_order_seq_cst) > 0) return;    // a searcher will find it
-  if (free_slots.load(std::memory_order_seq_cst) <= 0) return;  // every slot is busy: their workers will get to it
-  if (!take_free_slot(*this)) return;
-  searching.fetch_add(1, std::memory_order_acq_rel);  // the woken worker starts searching
+  if (slots.anyone_searching_seq_cst()) return;  // a searcher will find it
+  if (slots.free_seq_cst() <= 0) return;         // every slot is busy: their workers will get to it
+  if (!slots.take()) return;
+  slots.count_woken_searcher();  // the woken worker starts searching
 
   Worker* w = nullptr;
   bool retry = false;
@@ -92,25 +64,14 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
     // return it. The work stays queued for the workers that hold slots, or for a later wakep;
     // after a refusal or a failure the monitor retries, asked only now that the slot is back
     // (asked earlier, its retry could find the slot still taken, give up, and never retry).
-    searching.fetch_sub(1, std::memory_order_acq_rel);
-    free_slots.fetch_add(1, std::memory_order_acq_rel);
+    slots.uncount_woken_searcher();
+    slots.give_back();
     if (retry) ask_for_retry();
     return;
   }
   // The worker wakes the monitor itself once it runs with the slot (worker_main, park_idle's
   // caller): a thread spawning from outside pays one futex wake per wakep, not two.
   w->parker.unpark();
-}
-
-// The monitor parks when no slot is taken (store monitor_idle, then check free_slots); a slot
-// taker takes a slot, then checks monitor_idle. seq_cst on both sides: one sees the other.
-// The check may be made by the worker a wakep gave the slot to, after the wakep's CAS (it
-// happens before the worker's unpark): the monitor's seq_cst load of free_slots that misses
-// that CAS then precedes the worker's fence in the total order, whose load sees the flag.
-void RuntimeCore::wake_monitor() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
-    monitor_parker.unpark();
 }
 
 void RuntimeCore::trim_idle_worker() noexcept {
@@ -143,7 +104,7 @@ void look_again_after_giving_up_slot(RuntimeCore& core) noexcept {
 // unparked the idle list already, and a worker parking now would sleep its whole timeout).
 bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexcept {
   RuntimeCore& core = *w->core;
-  stop_searching(w);
+  core.slots.stop_searching(w->searching);
   {
     std::lock_guard lock(core.idle_mutex);
     if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
@@ -151,7 +112,7 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
     core.idle.push_back(w);
     core.idle_threads.fetch_add(1, std::memory_order_relaxed);
   }
-  if (holds_slot) core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  if (holds_slot) core.slots.give_back();
   look_again_after_giving_up_slot(core);
   return true;
 }
@@ -181,7 +142,7 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept {
     }
     if (core.shutting_down.load(std::memory_order_acquire)) {
       if (!leave_idle_list(w) && w->given_slot.load(std::memory_order_relaxed))
-        core.searching.fetch_sub(1, std::memory_order_acq_rel);  // we were woken to search
+        core.slots.uncount_woken_searcher();  // we were woken to search
       return Idle::exit;
     }
     if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;

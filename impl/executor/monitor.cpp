@@ -23,6 +23,8 @@ module;
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <system_error>
+#include <thread>
 module karx.executor;
 import karx.machinery;
 import :scheduler;
@@ -57,16 +59,17 @@ bool thread_runnable(pid_t tid) noexcept {
 // Whether the thread running `w`'s poll is blocked in the kernel (see the top of the file).
 // Updates the monitor's CPU-time sample of it.
 bool poll_thread_blocked(Worker& w, Clock::time_point now) noexcept {
+  MonitorView& view = w.monitor_view;
   if (!w.has_thread_clock.load(std::memory_order_relaxed)) return false;
   timespec ts{};
   if (::clock_gettime(w.thread_clock.load(std::memory_order_relaxed), &ts) != 0) return false;
   const std::int64_t cpu = static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-  if (cpu != w.seen_cpu_ns) {
-    w.seen_cpu_ns = cpu;
-    w.seen_cpu_at = now;
+  if (cpu != view.seen_cpu_ns) {
+    view.seen_cpu_ns = cpu;
+    view.seen_cpu_at = now;
     return false;
   }
-  if (now - w.seen_cpu_at < kCpuStill) return false;
+  if (now - view.seen_cpu_at < kCpuStill) return false;
   return !thread_runnable(w.thread_id.load(std::memory_order_relaxed));
 }
 
@@ -86,90 +89,154 @@ void print_schedtrace(const RuntimeCore& core, Clock::time_point start) {
 
 }  // namespace
 
-void RuntimeCore::monitor_main() noexcept {
+void Monitor::start() {
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), "karx::Runtime: cannot start the monitor thread");
+  }
+}
+
+void Monitor::stop() noexcept {
+  parker_.unpark();  // the loop sees shutting_down at its next turn
+  if (thread_.joinable()) thread_.join();
+}
+
+void Monitor::run() noexcept {
+  RuntimeCore& core = core_;
   const Clock::time_point start = Clock::now();
-  Clock::time_point next_trace = start + schedtrace;
+  Clock::time_point next_trace = start + core.schedtrace;
   std::chrono::nanoseconds delay = kMinDelay;
   // While a poll runs, look often enough to notice a block soon after the threshold: a poll
   // is first seen up to one look after it starts and revoked up to one look after the
   // threshold, so a revocation comes at most threshold + 2 x threshold/16 after the poll began
   // (11.25 ms for the default 10 ms).
   const std::chrono::nanoseconds busy_cap =
-      std::clamp<std::chrono::nanoseconds>(options.blocking_threshold / 16, kMinDelay, kMaxDelay);
+      std::clamp<std::chrono::nanoseconds>(core.options.blocking_threshold / 16, kMinDelay, kMaxDelay);
 
-  while (!shutting_down.load(std::memory_order_acquire)) {
+  while (!core.shutting_down.load(std::memory_order_acquire)) {
     const Clock::time_point now = Clock::now();
-    bool polling = false, long_poll = false, acted = false;
-    const unsigned n = worker_count.load(std::memory_order_acquire);
-    for (unsigned i = 0; i < n; ++i) {
-      Worker& w = *workers[i];
-      const std::uint64_t word = w.poll_word.load(std::memory_order_relaxed);
-      if (!in_poll(word) || (word & kRevoked) != 0) {
-        w.seen_word = word;
-        continue;
-      }
-      polling = true;
-      if (word != w.seen_word) {  // a new poll since we last looked: its clock starts now
-        w.seen_word = word;
-        w.seen_at = now;
-        w.seen_cpu_ns = -1;
-        continue;
-      }
-      long_poll = true;
-      const Clock::duration ran = now - w.seen_at;
-      std::uint64_t mark = 0;
-      if (ran >= kBlockedAfter && poll_thread_blocked(w, now))
-        mark = kRevoked;
-      else if (ran >= options.blocking_threshold && busy_revoked.load(std::memory_order_relaxed) < busy_handoff_cap)
-        mark = kRevoked | kRevokedBusy;
-      if (mark == 0) continue;
-      // Revoke the slot, if that same poll still runs.
-      std::uint64_t expected = word;
-      if (w.poll_word.compare_exchange_strong(expected, word | mark, std::memory_order_acq_rel)) {
-        if ((mark & kRevokedBusy) != 0) {
-          busy_handoffs.fetch_add(1, std::memory_order_relaxed);
-          busy_revoked.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          blocked_handoffs.fetch_add(1, std::memory_order_relaxed);
-        }
-        revoked_workers.fetch_add(1, std::memory_order_relaxed);
-        free_slots.fetch_add(1, std::memory_order_acq_rel);
-        wakep();
-        acted = true;
-      }
-    }
+    const Look look = look_at_polls(now);
 
     // A thread could not be started while work waited for it: try again (backing off as
     // the loop's delay does while nothing else happens).
-    if (budget.take_retry()) retry_thread_starts();
+    if (core.budget.take_retry()) retry_thread_starts();
 
-    if (schedtrace.count() > 0 && now >= next_trace) {
-      print_schedtrace(*this, start);
-      next_trace = now + schedtrace;
+    if (core.schedtrace.count() > 0 && now >= next_trace) {
+      print_schedtrace(core, start);
+      next_trace = now + core.schedtrace;
     }
 
-    // While slots are held, look at least every busy_cap (a poll that starts right after a
-    // look is seen one look later: the bound is threshold + 2 x busy_cap), and every
-    // kLongPollDelay while some poll is long enough to be checked for a blocked thread.
-    const bool slots_held = free_slots.load(std::memory_order_relaxed) < static_cast<int>(processors);
-    const std::chrono::nanoseconds cap = long_poll ? std::min<std::chrono::nanoseconds>(busy_cap, kLongPollDelay)
-                                         : polling || slots_held ? busy_cap
-                                                                 : kMaxDelay;
-    delay = acted ? kMinDelay : std::min<std::chrono::nanoseconds>(delay * 2, cap);
-    if (!polling && schedtrace.count() == 0 && !budget.retry_pending() &&
-        free_slots.load(std::memory_order_acquire) == static_cast<int>(processors)) {
-      // Nothing runs: sleep until wakep hands out a slot. Announce it, then re-check (wakep
-      // takes a slot, then looks at monitor_idle: one of us sees the other).
-      monitor_idle.store(true, std::memory_order_seq_cst);
-      if (free_slots.load(std::memory_order_seq_cst) == static_cast<int>(processors) && !budget.retry_pending() &&
-          !shutting_down.load(std::memory_order_acquire)) {
-        monitor_parker.park();
-      }
-      monitor_idle.store(false, std::memory_order_relaxed);
+    if (!look.polling && park_while_idle()) {
       delay = kMinDelay;
       continue;
     }
-    monitor_parker.park_for(schedtrace.count() > 0 ? std::min<std::chrono::nanoseconds>(delay, schedtrace) : delay);
+    // While slots are held, look at least every busy_cap (a poll that starts right after a
+    // look is seen one look later: the bound is threshold + 2 x busy_cap), and every
+    // kLongPollDelay while some poll is long enough to be checked for a blocked thread.
+    const bool slots_held = core.slots.free_hint() < static_cast<int>(core.slots.processors());
+    const std::chrono::nanoseconds cap = look.long_poll ? std::min<std::chrono::nanoseconds>(busy_cap, kLongPollDelay)
+                                         : look.polling || slots_held ? busy_cap
+                                                                      : kMaxDelay;
+    delay = look.acted ? kMinDelay : std::min<std::chrono::nanoseconds>(delay * 2, cap);
+    parker_.park_for(core.schedtrace.count() > 0 ? std::min<std::chrono::nanoseconds>(delay, core.schedtrace) : delay);
+  }
+}
+
+Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
+  RuntimeCore& core = core_;
+  Look look;
+  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    Worker& w = *core.workers[i];
+    MonitorView& view = w.monitor_view;
+    const std::uint64_t seq = w.poll.seq();
+    if (!PollWord::in_poll(seq) || w.poll.claimed(seq)) {
+      view.seen_seq = seq;
+      continue;
+    }
+    look.polling = true;
+    if (seq != view.seen_seq) {  // a new poll since we last looked: its clock starts now
+      view.seen_seq = seq;
+      view.seen_at = now;
+      view.seen_cpu_ns = -1;
+      continue;
+    }
+    look.long_poll = true;
+    const Clock::duration ran = now - view.seen_at;
+    Revocation kind = Revocation::none;
+    if (ran >= kBlockedAfter && poll_thread_blocked(w, now))
+      kind = Revocation::blocked;
+    else if (ran >= core.options.blocking_threshold &&
+             core.busy_revoked.load(std::memory_order_relaxed) < core.busy_handoff_cap)
+      kind = Revocation::busy;
+    if (kind == Revocation::none) continue;
+    // Counted before the claim, and given back if it fails: a worker that sees the claim
+    // takes itself off these counts, after them (try_revoke's release, its settle's acquire).
+    core.revoked_workers.fetch_add(1, std::memory_order_relaxed);
+    if (kind == Revocation::busy) core.busy_revoked.fetch_add(1, std::memory_order_relaxed);
+    if (!w.poll.try_revoke(seq, kind)) {  // the poll ended first
+      core.revoked_workers.fetch_sub(1, std::memory_order_relaxed);
+      if (kind == Revocation::busy) core.busy_revoked.fetch_sub(1, std::memory_order_relaxed);
+      continue;
+    }
+    (kind == Revocation::busy ? core.busy_handoffs : core.blocked_handoffs).fetch_add(1, std::memory_order_relaxed);
+    core.slots.give_back();
+    core.wakep();
+    look.acted = true;
+  }
+  return look;
+}
+
+// --- Parking while no slot is taken: both halves ------------------------------------------------
+//
+// The monitor parks when no slot is taken: it stores idle_, then checks the free slots. A slot
+// taker takes a slot, then checks idle_ (slot_taken). seq_cst on both sides: one sees the
+// other. The check may be made by the worker a wakep gave the slot to, after the wakep's CAS
+// (which happens before the worker's unpark): the monitor's seq_cst load of the free slots
+// that misses that CAS then precedes the worker's fence in the total order, whose load sees
+// the flag.
+
+bool Monitor::park_while_idle() noexcept {
+  RuntimeCore& core = core_;
+  if (core.schedtrace.count() != 0 || core.budget.retry_pending() || !core.slots.all_free_seq_cst()) return false;
+  idle_.store(true, std::memory_order_seq_cst);
+  if (core.slots.all_free_seq_cst() && !core.budget.retry_pending() &&
+      !core.shutting_down.load(std::memory_order_acquire))
+    parker_.park();
+  idle_.store(false, std::memory_order_relaxed);
+  return true;
+}
+
+void Monitor::slot_taken() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (idle_.load(std::memory_order_relaxed) && idle_.exchange(false, std::memory_order_acq_rel)) parker_.unpark();
+}
+
+// --- Retrying thread starts ---------------------------------------------------------------------
+
+void Monitor::ask_for_retry() noexcept {
+  // The monitor may be parked for good (no slot taken): it must come back to retry
+  // (thread_budget.cppm says why it cannot miss the request).
+  core_.budget.ask_for_retry();
+  slot_taken();
+}
+
+void Monitor::retry_thread_starts() noexcept {
+  RuntimeCore& core = core_;
+  // Workers: wakep hands a free slot to a new thread if work is queued; if the start fails or
+  // the cap refuses it, wakep asks for a retry again. At the cap, an idle pool thread
+  // is asked to leave, so the next round finds room.
+  if (core.work_visible()) {
+    core.worker_refused_at_cap.store(false, std::memory_order_relaxed);
+    core.wakep();
+    if (core.worker_refused_at_cap.load(std::memory_order_relaxed)) core.blocking_pool.release_idle_thread();
+  }
+  // The blocking pool: closures wait and no pool thread is idle. At the cap with no pool
+  // thread at all, an idle spare worker leaves to make room, and the monitor tries again.
+  if (!core.blocking_pool.retry_start()) {
+    core.trim_idle_worker();
+    ask_for_retry();
   }
 }
 

@@ -60,11 +60,9 @@ std::chrono::milliseconds schedtrace_from_environment() {
 void drop_task(RawTask task) noexcept { Task<>::from_raw(task).cancel(); }
 
 RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
-    : options(opts),
-      processors(procs),
-      free_slots(static_cast<int>(procs)),
-      budget(opts.max_threads),
-      blocking_pool(*this, budget) {
+    : options(opts), processors(procs), slots(procs), budget(opts.max_threads), blocking_pool(*this, budget) {
+  enable_asymmetric_fences();  // before any worker starts: they end polls with the light side
+                               // (machinery/poll_word.cppm)
   workers = std::make_unique<std::unique_ptr<Worker>[]>(options.max_threads);
 }
 
@@ -90,13 +88,8 @@ RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   core->busy_handoff_cap = static_cast<int>(cores > processors ? cores - processors : 1);
   (void)core->budget.try_take();  // max_threads >= processors + 1: there is room for the monitor
-  try {
-    RuntimeCore* raw = core.get();
-    core->monitor = std::thread([raw] { raw->monitor_main(); });
-    core->budget.started();
-  } catch (const std::system_error& e) {
-    throw std::system_error(e.code(), "karx::Runtime: cannot start the monitor thread");
-  }
+  core->monitor.start();
+  core->budget.started();
   return core.release();
 }
 
@@ -257,13 +250,6 @@ Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   return w;
 }
 
-void RuntimeCore::ask_for_retry() noexcept {
-  // The monitor may be parked for good (no slot taken): it must come back to retry
-  // (thread_budget.cppm says why it cannot miss the request).
-  budget.ask_for_retry();
-  wake_monitor();
-}
-
 // Under idle_mutex. Reuses the struct of a worker whose thread has exited (or whose guest
 // left), else registers a new one; nullptr when the registry (max_threads entries) is full.
 Worker* RuntimeCore::register_worker() noexcept {
@@ -319,25 +305,6 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
 
 RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->metrics(); }
 
-// --- Starting threads: the monitor's retry --------------------------------------------------
-
-void RuntimeCore::retry_thread_starts() noexcept {
-  // Workers: wakep hands a free slot to a new thread if work is queued; if the start fails or
-  // the cap refuses it, wakep asks for a retry again. At the cap, an idle pool thread
-  // is asked to leave, so the next round finds room.
-  if (work_visible()) {
-    worker_refused_at_cap.store(false, std::memory_order_relaxed);
-    wakep();
-    if (worker_refused_at_cap.load(std::memory_order_relaxed)) blocking_pool.release_idle_thread();
-  }
-  // The blocking pool: closures wait and no pool thread is idle. At the cap with no pool
-  // thread at all, an idle spare worker leaves to make room, and the monitor tries again.
-  if (!blocking_pool.retry_start()) {
-    trim_idle_worker();
-    ask_for_retry();
-  }
-}
-
 // --- Shutdown --------------------------------------------------------------------------------------
 
 void core_shutdown(RuntimeCore* core) noexcept { core->shutdown(); }
@@ -348,7 +315,6 @@ void RuntimeCore::shutdown() noexcept {
     shutting_down.store(true, std::memory_order_seq_cst);
     for (Worker* w : idle) w->parker.unpark();
   }
-  monitor_parker.unpark();
   blocking_pool.close();
 
   // Wait for polls in progress to return: every worker thread ends after its current poll.
@@ -357,7 +323,7 @@ void RuntimeCore::shutdown() noexcept {
     workers[i]->parker.unpark();
     if (workers[i]->thread.joinable()) workers[i]->thread.join();
   }
-  if (monitor.joinable()) monitor.join();
+  monitor.stop();
   blocking_pool.wait_for_threads();
 
   // Destroy what is queued: the futures go, their handles yield "canceled".

@@ -1,5 +1,9 @@
-// The runtime's machinery: workers, processor slots, the idle list, the monitor, the
-// blocking pool. Shared by impl/executor/*.cpp; not part of any interface.
+// The runtime's machinery: workers and the state they share. Shared by impl/executor/*.cpp;
+// not part of any interface. Its parts, each a type of its own with both halves of its
+// protocols in one file: the slots and searching counts (slots.cppm), the monitor
+// (monitor.cppm), the blocking pool (blocking_pool.cppm), the thread budget
+// (thread_budget.cppm), a worker's poll word (machinery/poll_word.cppm); the idle list and
+// parking are idle.cpp's.
 //
 // How it works (the long form is docs/design.md, "The runtime"):
 //
@@ -13,10 +17,10 @@
 //    then stealing half of another worker's queue or its runnext. Still nothing: it gives up
 //    its slot, joins the idle list and parks. Whoever makes work available calls wakep(),
 //    which hands a free slot to an idle (or new) worker unless one is already searching.
-//  - The *monitor* (Go's sysmon) watches each worker's poll word: a poll that has run longer
-//    than blocking_threshold gets its slot revoked (one CAS) and the slot goes to another
-//    worker. When the blocked poll returns, its worker tries to take a free slot back;
-//    failing that it moves its queued tasks to the injector and becomes a spare.
+//  - The *monitor* (Go's sysmon) watches each worker's polls: a poll blocked in the kernel,
+//    or one that has run longer than blocking_threshold, gets its slot revoked and the slot
+//    goes to another worker. When the blocked poll returns, its worker tries to take a free
+//    slot back; failing that it moves its queued tasks to the injector and becomes a spare.
 //  - spawn_blocking runs closures on a separate pool of threads that never hold a slot
 //    (blocking_pool.cppm); every thread counts against the budget (thread_budget.cppm).
 module;
@@ -37,18 +41,10 @@ import :options;
 import :core;
 import :thread_budget;
 import :blocking_pool;
+import :slots;
+import :monitor;
 
 namespace karx::detail {
-
-// The poll word of a worker: (seq << 2) | BUSY | REVOKED. `seq` is odd while a poll runs. The
-// worker stores seq+1 (relaxed) when a poll starts and adds 1 to seq with an RMW when it ends,
-// which also tells it whether the monitor (or karx::blocking) revoked its slot meanwhile; the
-// revoker sets REVOKED with a CAS that succeeds only while that same poll is still running,
-// and BUSY with it when the poll was taken for CPU-bound rather than blocked (monitor.cpp).
-inline constexpr std::uint64_t kRevoked = 1;
-inline constexpr std::uint64_t kRevokedBusy = 2;
-inline constexpr std::uint64_t kSeqStep = 4;
-inline bool in_poll(std::uint64_t word) noexcept { return ((word >> 2) & 1) != 0; }
 
 struct Worker {
   RuntimeCore* core = nullptr;
@@ -57,7 +53,7 @@ struct Worker {
   Parker parker;
   RunQueue<RawTask, 256> local;
   std::atomic<RawTask> runnext{nullptr};
-  std::atomic<std::uint64_t> poll_word{0};
+  PollWord poll;  // its polls, watched by the monitor (machinery/poll_word.cppm)
   // Set (under the idle lock) by whoever hands this idle worker a slot, before unparking it.
   std::atomic<bool> given_slot{false};
   // Set (under the idle lock, after taking it off the idle list) by the monitor when the
@@ -92,11 +88,7 @@ struct Worker {
   std::atomic<clockid_t> thread_clock{};
   std::atomic<pid_t> thread_id{0};
 
-  // The monitor's view (monitor thread only).
-  std::uint64_t seen_word = 0;
-  std::chrono::steady_clock::time_point seen_at{};
-  std::int64_t seen_cpu_ns = -1;  // the thread's CPU time at seen_cpu_at (-1: not read yet)
-  std::chrono::steady_clock::time_point seen_cpu_at{};
+  MonitorView monitor_view;  // the monitor thread's alone
 
   inline void bump(std::atomic<std::uint64_t>& counter) noexcept {  // inline: not implicit in a module
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -109,7 +101,7 @@ class RuntimeCore {
 
   // Cache lines: the read-mostly fields first (every schedule call reads shutting_down); the
   // counters that threads outside the workers write on every spawn and wake on a line of their
-  // own; the injector (its lock and size) on its own; wakep's counters on their own. Packed
+  // own; the injector's head and tail on lines of their own; the slot counts on theirs. Packed
   // together, a thread spawning from outside made every worker miss on shutting_down once per
   // spawn.
   RuntimeOptions options;
@@ -131,12 +123,11 @@ class RuntimeCore {
   std::unique_ptr<std::unique_ptr<Worker>[]> workers;
   std::atomic<unsigned> worker_count{0};
 
-  alignas(64) std::atomic<int> free_slots;  // slots no worker holds
+  Slots slots;  // the processors, and who searches (slots.cppm)
   // Workers whose slot was revoked while their poll still runs. Their queued tasks have no
   // processor (a Go P would travel with them): while this is non-zero, searchers take from
   // those queues before the injector. A hint (relaxed); the queues' protocol moves the tasks.
   std::atomic<int> revoked_workers{0};
-  std::atomic<int> searching{0};  // workers searching for work (they hold a slot)
 
   alignas(64) std::mutex idle_mutex;
   std::vector<Worker*> idle;                       // parked workers without a slot, most recent last
@@ -153,10 +144,7 @@ class RuntimeCore {
   std::atomic<bool> worker_refused_at_cap{false};
   ThreadBudget budget;
 
-  // The monitor.
-  std::thread monitor;
-  Parker monitor_parker;
-  std::atomic<bool> monitor_idle{false};
+  Monitor monitor{*this};  // monitor.cppm
 
   BlockingPool blocking_pool;
 
@@ -166,26 +154,20 @@ class RuntimeCore {
   // published with a seq_cst RMW (runnext), which already orders it before our loads.
   void wakep() noexcept;
   void wakep_after_seq_cst() noexcept;
-  void wake_monitor() noexcept;  // after a slot was taken: the monitor must watch it
   bool work_visible() const noexcept;
   // Under idle_mutex; nullptr at the thread cap or on failure, with `retry` set: the caller
   // asks the monitor to retry once it has given its slot back.
   Worker* start_worker(bool& retry) noexcept;
   Worker* register_worker() noexcept;  // under idle_mutex: an exited struct or a new one
   void worker_main(Worker* w) noexcept;
-  void monitor_main() noexcept;
   void shutdown() noexcept;
-  void ask_for_retry() noexcept;        // work waits for a thread: the monitor retries the start
-  void retry_thread_starts() noexcept;  // the monitor's retry: a worker and a blocking thread
-  void trim_idle_worker() noexcept;     // at the cap: an idle spare worker exits
+  void ask_for_retry() noexcept { monitor.ask_for_retry(); }  // work waits for a thread
+  void trim_idle_worker() noexcept;                           // at the cap: an idle spare worker exits
   RuntimeMetrics metrics() const noexcept;
 };
 
-// Parking and waking, and the searching state's transitions (impl/executor/idle.cpp).
+// Parking and waking (impl/executor/idle.cpp).
 enum class Idle { got_slot, exit };
-bool take_free_slot(RuntimeCore& core) noexcept;  // one free slot is now the caller's
-bool try_start_searching(Worker* w) noexcept;     // false: enough workers search already
-bool stop_searching(Worker* w) noexcept;          // true if it was the last searcher
 // The parking side of wakep's protocol, for workers and guests alike: stop searching, join
 // the idle list, give up the slot (if held), then look for work once more. With
 // `unless_shutting_down` it returns false, doing nothing, once the runtime shuts down.

@@ -109,21 +109,20 @@ RawTask steal_from_blocked(Worker* w) noexcept {
   for (unsigned i = 0; i < n; ++i) {
     Worker* victim = core.workers[i].get();
     if (victim == w) continue;
-    const std::uint64_t word = victim->poll_word.load(std::memory_order_relaxed);
-    if ((word & kRevoked) == 0 || !in_poll(word)) continue;
+    const std::uint64_t seq = victim->poll.seq();
+    if (!PollWord::in_poll(seq) || !victim->poll.claimed(seq)) continue;
     RawTask first = victim->local.steal_into(w->local);
     if (first != nullptr) {
       w->bump(w->steals);
       // More while ours has room for a whole steal (steal_into's contract), and the victim is
       // still blocked in the same poll.
-      while (w->local.capacity - w->local.size() >= w->local.capacity / 2 &&
-             victim->poll_word.load(std::memory_order_relaxed) == word) {
+      while (w->local.capacity - w->local.size() >= w->local.capacity / 2 && victim->poll.seq() == seq) {
         RawTask more = victim->local.steal_into(w->local);
         if (more == nullptr) break;
         push_back_local(w, more);
       }
     }
-    if (victim->poll_word.load(std::memory_order_relaxed) == word)
+    if (victim->poll.seq() == seq)
       if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
         if (first == nullptr) return t;
         push_back_local(w, t);
@@ -140,7 +139,10 @@ RawTask find_work(Worker* w) noexcept {
     if (std::optional<RawTask> t = core.injector.pop()) return *t;
   if (w->tick % kOldestEvery == kOldestPhase)
     if (std::optional<RawTask> t = w->local.pop()) return *t;
-  if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
+  // Looked at before it is taken: the exchange is a locked RMW, and runnext is often empty
+  // (after a yield, or when the last spawn ran already). A thief can only empty it meanwhile.
+  if (w->runnext.load(std::memory_order_relaxed) != nullptr)
+    if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
   if (std::exchange(w->pick_oldest, false)) {
     if (std::optional<RawTask> t = w->local.pop()) return *t;
   } else if (std::optional<RawTask> t = w->local.pop_newest()) {
@@ -157,7 +159,7 @@ RawTask find_work(Worker* w) noexcept {
   }
   if (RawTask t = take_from_injector(w)) return t;
   // Search (steal), if few enough workers search already (idle.cpp).
-  if (!try_start_searching(w)) return nullptr;
+  if (!core.slots.try_start_searching(w->searching)) return nullptr;
   return steal(w);
 }
 
@@ -177,8 +179,8 @@ void spill_all(Worker* w) noexcept {
 // or hand the queued work over and stop. True if the worker keeps running.
 bool reacquire_slot(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  if (take_free_slot(core)) {
-    core.wake_monitor();
+  if (core.slots.take()) {
+    core.monitor.slot_taken();
     return true;
   }
   spill_all(w);
@@ -211,10 +213,7 @@ bool spin_for_work(Worker* w) noexcept {
 }  // namespace
 
 void run_task(Worker* w, RawTask task) noexcept {
-  const std::uint64_t word = w->poll_word.load(std::memory_order_relaxed);  // seq even, no REVOKED
-  // A poll starts: publish it for the monitor. Relaxed: the monitor only needs to see the
-  // word change eventually; the revoking CAS is what synchronizes.
-  w->poll_word.store(word + kSeqStep, std::memory_order_relaxed);
+  w->poll.begin();  // the monitor watches the poll from here (machinery/poll_word.cppm)
   w->bump(w->polled);
   coop_budget = kCoopBudget;  // this task's turn (impl/task/coop.cppm)
   try {
@@ -238,13 +237,13 @@ bool run_found_task(Worker* w, RawTask task) noexcept {
   RuntimeCore& core = *w->core;
   // Found work: stop searching; if we were the last searcher, wake another worker, since
   // there may be more work than we can take (Go's resetspinning).
-  if (stop_searching(w)) core.wakep();
+  if (core.slots.stop_searching(w->searching)) core.wakep();
   run_task(w, task);
-  // The poll ends: one RMW, which also reports a revoked slot (see kRevoked).
-  const std::uint64_t old = w->poll_word.fetch_add(kSeqStep, std::memory_order_acq_rel);
-  if ((old & kRevoked) == 0) return true;
-  w->poll_word.fetch_and(~(kRevoked | kRevokedBusy), std::memory_order_relaxed);  // seq is even: ours alone
-  if ((old & kRevokedBusy) != 0) core.busy_revoked.fetch_sub(1, std::memory_order_relaxed);
+  // The poll ends: plain stores and loads, unless the slot was revoked (machinery/poll_word.cppm).
+  const Revocation revoked = w->poll.end();
+  if (revoked == Revocation::none) [[likely]]
+    return true;
+  if (revoked == Revocation::busy) core.busy_revoked.fetch_sub(1, std::memory_order_relaxed);
   core.revoked_workers.fetch_sub(1, std::memory_order_relaxed);
   return reacquire_slot(w);
 }
@@ -267,9 +266,9 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
   note_thread(w);
   current_runtime = runtime;  // until the worker returns, which ~Runtime waits for (join)
   // A new worker starts with the slot (and the searching count) of the wakep that made it,
-  // or of the monitor's retry; the monitor watches the slot (see wake_monitor).
+  // or of the monitor's retry; the monitor watches the slot.
   w->searching = true;
-  wake_monitor();
+  monitor.slot_taken();
   bool holds_slot = true;
   for (;;) {
     while (holds_slot && !shutting_down.load(std::memory_order_acquire)) {
@@ -283,10 +282,10 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
     if (shutting_down.load(std::memory_order_acquire)) break;
     if (park_idle(w, holds_slot) == Idle::exit) break;
     holds_slot = true;
-    wake_monitor();       // wakep gave us a slot: the monitor watches it (see wake_monitor)
-    w->searching = true;  // wakep counted us as searching
+    monitor.slot_taken();  // wakep gave us a slot: the monitor watches it
+    w->searching = true;   // wakep counted us as searching
   }
-  stop_searching(w);
+  slots.stop_searching(w->searching);
   current_worker = nullptr;
   current_runtime = nullptr;
   std::lock_guard lock(idle_mutex);
@@ -297,15 +296,13 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
 bool enter_blocking() noexcept {
   Worker* w = current_worker;
   if (w == nullptr) return false;
-  std::uint64_t word = w->poll_word.load(std::memory_order_relaxed);
-  if (!in_poll(word) || (word & kRevoked) != 0) return false;
-  // Give the slot up now, before the call blocks (Go's entersyscallblock): the same CAS the
-  // monitor would do later, without its detection delay.
-  if (!w->poll_word.compare_exchange_strong(word, word | kRevoked, std::memory_order_acq_rel)) return false;
+  // Give the slot up now, before the call blocks (Go's entersyscallblock): the revocation
+  // the monitor would make later, without its detection delay.
+  if (!w->poll.revoke_self()) return false;
   RuntimeCore& core = *w->core;
   core.blocked_handoffs.fetch_add(1, std::memory_order_relaxed);
   core.revoked_workers.fetch_add(1, std::memory_order_relaxed);
-  core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+  core.slots.give_back();
   // Work may be waiting anywhere (our queues, the injector) with every other slot idle.
   core.wakep();
   return true;
@@ -322,7 +319,7 @@ void request_yield() noexcept {
 Worker* guest_enter(RuntimeCore* core) noexcept {
   if (current_worker != nullptr || core->shutting_down.load(std::memory_order_acquire)) return nullptr;
   // A slot first: without one there is nothing to run.
-  if (!take_free_slot(*core)) return nullptr;
+  if (!core->slots.take()) return nullptr;
   Worker* w = nullptr;
   {
     std::lock_guard lock(core->idle_mutex);
@@ -330,11 +327,11 @@ Worker* guest_enter(RuntimeCore* core) noexcept {
     if (w != nullptr) w->guest = true;
   }
   if (w == nullptr) {
-    core->free_slots.fetch_add(1, std::memory_order_acq_rel);
+    core->slots.give_back();
     core->wakep();  // the slot may have been what a wakep needed meanwhile
     return nullptr;
   }
-  core->wake_monitor();  // a slot is taken: the monitor watches it
+  core->monitor.slot_taken();  // a slot is taken: the monitor watches it
   w->searching = false;
   w->guest_holds_slot = true;
   current_worker = w;
@@ -361,8 +358,8 @@ void guest_idle(Worker* w, const std::atomic<bool>& done) noexcept {
     w->parker.park();
   }
   w->guest_holds_slot = true;
-  w->searching = true;  // wakep counted us as searching
-  core.wake_monitor();  // and gave us a slot: the monitor watches it (see wake_monitor)
+  w->searching = true;        // wakep counted us as searching
+  core.monitor.slot_taken();  // and gave us a slot: the monitor watches it
 }
 
 }  // namespace
@@ -387,10 +384,10 @@ void guest_wake(Worker* w) noexcept { w->parker.unpark(); }
 
 void guest_leave(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  stop_searching(w);
+  core.slots.stop_searching(w->searching);
   if (w->guest_holds_slot) {
     w->guest_holds_slot = false;
-    core.free_slots.fetch_add(1, std::memory_order_acq_rel);
+    core.slots.give_back();
     // What is still queued here (tasks the root spawned and did not wait for) goes to the
     // injector; spill_all wakes a worker for it, which can now take the slot just freed.
     spill_all(w);

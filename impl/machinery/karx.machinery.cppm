@@ -1,7 +1,9 @@
-// karx.machinery: the runtime's internal building blocks (run queues, the injector and its
-// spin lock, the parker). Not part of the public `karx` module; imported by karx.executor and by the tests.
+// karx.machinery: the runtime's internal building blocks (run queues, the injector, the
+// parker, asymmetric fences, the poll word). Not part of the public `karx` module; imported by karx.executor and by the
+// tests.
 export module karx.machinery;
 export import :run_queue;
-export import :spin_lock;
 export import :injector;
 export import :parker;
+export import :asymmetric_fence;
+export import :poll_word;

@@ -39,7 +39,7 @@ export module karx.machinery:run_queue;
 export namespace karx::detail {
 
 template <class T, std::uint32_t Capacity = 256>
-  requires std::is_pointer_v<T>
+requires std::is_pointer_v<T>
 class RunQueue {
   static_assert(Capacity >= 2 && (Capacity & (Capacity - 1)) == 0, "the capacity is a power of two");
 
