@@ -65,18 +65,23 @@ THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
 SPECIAL_NAMES = ["blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory", "task_layer"]
 PROBE_SECTIONS = ("blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory")
 THREADS = (1, 2)
-GBENCH_LIBS = ("karx", "tbb", "asio")
-LIBS = ("karx", "tbb", "asio", "go")
+GBENCH_LIBS = ("karx", "tbb", "asio", "tbbinvoke")
+# The table's columns; the chart draws the first four (CHART_LIBS).
+LIBS = ("karx", "tbb", "asio", "go", "tbbinvoke")
+CHART_LIBS = ("karx", "tbb", "asio", "go")
+DEFAULT_LIBS = ("karx", "tbb", "asio", "go")
 PEERS = ("tbb", "asio", "go")
-LIB_TITLES = {"karx": "karx", "tbb": "oneTBB", "asio": "Boost.Asio", "go": "Go"}
-# Fork-join has no Boost.Asio idiom (a handler cannot wait for its children), and its target
-# is against oneTBB's task_group alone (Go runs for comparison).
-WORKLOAD_LIBS = {"fib": ("karx", "tbb", "go"), "skynet": ("karx", "tbb", "go")}
-RATIO_PEERS = {"fib": ("tbb",), "skynet": ("tbb",)}
+LIB_TITLES = {"karx": "karx", "tbb": "oneTBB", "asio": "Boost.Asio", "go": "Go",
+              "tbbinvoke": "oneTBB parallel_invoke"}
+# Fork-join has no Boost.Asio idiom (a handler cannot wait for its children); its target is
+# against oneTBB, written with a task_group and with parallel_invoke (the better of the two);
+# Go runs for comparison.
+WORKLOAD_LIBS = {"fib": ("karx", "tbb", "go", "tbbinvoke"), "skynet": ("karx", "tbb", "go", "tbbinvoke")}
+RATIO_PEERS = {"fib": ("tbb", "tbbinvoke"), "skynet": ("tbb", "tbbinvoke")}
 
 
 def libs_of(workload):
-    return WORKLOAD_LIBS.get(workload, LIBS)
+    return WORKLOAD_LIBS.get(workload, DEFAULT_LIBS)
 
 
 def gbench_libs_of(workload):
@@ -713,8 +718,8 @@ def build_tables(report):
         t = Table("Throughput: median ns per operation (min–max) over "
                   f"{plural(opts['rounds'], 'round')} × {plural(opts['reps'], 'repetition')}",
                   ["workload", "threads", "unit", "karx", "oneTBB", "Boost.Asio", "Go",
-                   "karx ÷ best peer", "target", "status"],
-                  ["l", "r", "l", "r", "r", "r", "r", "r", "l", "l"])
+                   "oneTBB parallel_invoke", "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "r", "r", "r", "l", "l"])
         for r in rows:
             ratio = f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–"
             t.add(r["workload"], r["threads"], r["unit"],
@@ -942,13 +947,13 @@ def draw_chart(report, out_png, data_path, problems: Problems):
     if not gnuplot:
         problems.add("chart", "no gnuplot", "install gnuplot-nox (scripts/bootstrap.sh does)")
         return False
-    blocks = {lib: [] for lib in LIBS}
+    blocks = {lib: [] for lib in CHART_LIBS}
     targets, ticks, labels, missing, names = [], [], [], [], []
     values = []
     x = 0.0
     prev_workload = None
     first_of_workload = 0.0
-    nb = len(LIBS)
+    nb = len(CHART_LIBS)
     for r in rows:
         if prev_workload is not None:
             x += 1.0 if r["workload"] == prev_workload else 2.2
@@ -958,7 +963,7 @@ def draw_chart(report, out_png, data_path, problems: Problems):
         base = r["best_peer_median"]
         left = x
         top = r["target"]
-        for i, lib in enumerate(LIBS):
+        for i, lib in enumerate(CHART_LIBS):
             cx = x + i
             e = r["libs"][lib]
             if "median" in e:
@@ -986,13 +991,13 @@ def draw_chart(report, out_png, data_path, problems: Problems):
     # gnuplot 5.4 crashes on a labels block whose only point is undefined: park a dummy off the chart.
     dummy = "-100 1 \"-\""
     nan = "NaN NaN NaN NaN"
-    parts = [("\n".join(blocks[lib]) or nan) for lib in LIBS]
+    parts = [("\n".join(blocks[lib]) or nan) for lib in CHART_LIBS]
     parts += ["\n".join(targets), "\n".join(ticks), "\n".join(labels) or dummy,
               "\n".join(missing) or "-100 \"-\"", "\n".join(workload_ticks)]
     os.makedirs(os.path.dirname(data_path), exist_ok=True)
     with open(data_path, "w") as f:
         f.write("# x value min max (ratios to the best peer's median); blocks: "
-                + ", ".join(LIBS) + ", targets, thread ticks, karx ratio labels, missing bars, workload ticks\n")
+                + ", ".join(CHART_LIBS) + ", targets, thread ticks, karx ratio labels, missing bars, workload ticks\n")
         f.write("\n\n\n".join(parts) + "\n")
     o = report["options"]
     command = report["command"] + ", " if len(report["command"]) <= 50 else ""

@@ -112,6 +112,21 @@ void tbb_skynet(benchmark::State& state) {
   set_ops(state, karx_forkjoin::skynet_tasks());
 }
 
+// The same trees with parallel_invoke ("tbbinvoke" in the tables).
+void tbbinvoke_fib(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state)
+    if (!karx_forkjoin::run_tbb_invoke_fib(arena)) state.SkipWithError("fib(30) is wrong");
+  set_ops(state, karx_forkjoin::fib_spawns(karx_forkjoin::kFibN));
+}
+
+void tbbinvoke_skynet(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state)
+    if (!karx_forkjoin::run_tbb_invoke_skynet(arena)) state.SkipWithError("skynet's sum is wrong");
+  set_ops(state, karx_forkjoin::skynet_tasks());
+}
+
 KARX_BENCH_WORKLOAD(tbb, spawn_many);
 KARX_BENCH_WORKLOAD(tbb, spawn_many_inside);
 KARX_BENCH_WORKLOAD(tbb, chained_spawn);
@@ -119,5 +134,7 @@ KARX_BENCH_WORKLOAD(tbb, ping_pong);
 KARX_BENCH_WORKLOAD(tbb, yield_many);
 KARX_BENCH_WORKLOAD(tbb, fib);
 KARX_BENCH_WORKLOAD(tbb, skynet);
+KARX_BENCH_WORKLOAD(tbbinvoke, fib);
+KARX_BENCH_WORKLOAD(tbbinvoke, skynet);
 
 }  // namespace

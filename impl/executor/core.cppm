@@ -47,6 +47,9 @@ void core_submit(RuntimeCore* core, Task<> task) noexcept;
 void core_begin_spawn(RuntimeCore* core);
 void core_count_blocking_spawn(RuntimeCore* core) noexcept;
 void core_note_completed(RuntimeCore* core) noexcept;
+// ScheduleOnRuntime::run_here: on one of the core's workers, takes `task` off the top of the
+// worker's queue and runs it nested in the current poll (true if it ran).
+bool core_run_here(RuntimeCore* core, RawTask task) noexcept;
 
 // Every task of a runtime that has once returned Pending is *listed* until its future is
 // destroyed, so that the runtime's destructor can reach idle tasks (waiting on a waker held
@@ -148,6 +151,9 @@ struct ScheduleOnRuntime {
   TaskTicket core;
 
   inline void operator()(Task<> task) const noexcept { core_schedule(core.get(), std::move(task)); }
+  // A handle is about to wait for this task, queued and not started: run it here if it is
+  // on top of this thread's worker (worker.cpp: core_run_here).
+  inline bool run_here(RawTask task) const noexcept { return core_run_here(core.get(), task); }
 
   // Listed before the poll returns: until then no other thread can run or drop the task.
   inline void on_poll_pending(TaskBlock block) noexcept {

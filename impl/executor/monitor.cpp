@@ -151,7 +151,7 @@ Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
     Worker& w = *core.workers[i];
     MonitorView& view = w.monitor_view;
     const std::uint64_t seq = w.poll.seq();
-    if (!PollWord::in_poll(seq) || w.poll.claimed(seq)) {
+    if (!PollWord::in_poll(seq) || w.poll.claimed()) {
       view.seen_seq = seq;
       continue;
     }

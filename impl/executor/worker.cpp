@@ -110,7 +110,7 @@ RawTask steal_from_blocked(Worker* w) noexcept {
     Worker* victim = core.workers[i].get();
     if (victim == w) continue;
     const std::uint64_t seq = victim->poll.seq();
-    if (!PollWord::in_poll(seq) || !victim->poll.claimed(seq)) continue;
+    if (!PollWord::in_poll(seq) || !victim->poll.claimed()) continue;
     RawTask first = victim->local.steal_into(w->local);
     if (first != nullptr) {
       w->bump(w->steals);
@@ -227,6 +227,69 @@ void run_task(Worker* w, RawTask task) noexcept {
   }
   coop_budget = kCoopUnlimited;
   yield_requested = false;
+}
+
+// --- Work-first joins ---------------------------------------------------------------------------
+//
+// A task that awaits the handle of a task queued on its own worker, not yet started, would
+// otherwise go to sleep, and the child would run later, wake it, and the parent be queued and
+// polled again: a wake, two queue operations and a poll per join, and in a fork-join tree a
+// queue as wide as the tree (most children wait in it while their parents sleep). Instead the
+// join runs the child right there, nested in the parent's poll, as oneTBB's task_group::wait
+// and Cilk's sync do: the tasks on top of this worker's queue, newest first, until the child
+// has run. They are newer than the child, so they would have run before it anyway (the
+// worker takes its newest work first), and a parent that spawned several children awaits the
+// oldest first (skynet does). A nested run is a poll like any other: its own coop budget, a
+// new poll for the monitor's clock (PollWord::nest), counted in tasks_polled.
+// Bounds: nesting at most kMaxNested deep (a chain of tasks each awaiting the next could
+// otherwise grow the stack with the chain), and at most kMaxHelped tasks run before the child
+// for one join (the child may have been stolen: then the rest stays queued for this worker's
+// loop, which applies its fairness rules). The parent's own budget is not refilled, so a
+// parent that joins child after child still gives way after kCoopBudget joins.
+namespace {
+constexpr int kMaxNested = 64;
+constexpr int kMaxHelped = 16;
+thread_local int nested_depth = 0;
+
+void run_nested(Worker* w, RawTask task) noexcept {
+  const int budget = coop_budget;
+  const bool yielding = yield_requested;
+  w->poll.nest();
+  ++nested_depth;
+  w->bump(w->polled);
+  coop_budget = kCoopBudget;
+  try {
+    Task<>::from_raw(task).run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "karx: a task's run threw %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
+  }
+  --nested_depth;
+  coop_budget = budget;
+  yield_requested = yielding;
+}
+}  // namespace
+
+bool core_run_here(RuntimeCore* core, RawTask child) noexcept {
+  Worker* w = current_worker;
+  if (w == nullptr || w->core != core || nested_depth >= kMaxNested || !PollWord::in_poll(w->poll.seq())) return false;
+  if (core->shutting_down.load(std::memory_order_relaxed)) return false;
+  bool ran = false;
+  for (int helped = 0; helped <= kMaxHelped; ++helped) {
+    RawTask task = nullptr;
+    if (w->runnext.load(std::memory_order_relaxed) != nullptr)
+      task = w->runnext.exchange(nullptr, std::memory_order_acq_rel);
+    if (task == nullptr) {
+      std::optional<RawTask> newest = w->local.pop_newest();
+      if (!newest) break;
+      task = *newest;
+    }
+    run_nested(w, task);
+    ran = true;
+    if (task == child) break;
+  }
+  return ran;
 }
 
 namespace {

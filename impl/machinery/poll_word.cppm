@@ -22,6 +22,12 @@
 //    `claim_`: the owner marks the claim SEEN, the revoker withdraws it (back to 0); whichever
 //    CAS comes first decides, and the other fails. Withdrawn: the owner keeps its slot. SEEN:
 //    the owner counts its slot as revoked, and the revoker frees it.
+// Nested polls. A poll may run other tasks inside it (a work-first join runs the awaited task
+// there): each starts with nest(), which moves `seq_` on by 2 (odd still) so that the monitor
+// sees a new poll and restarts its clock, rather than taking the whole nest for one long
+// poll. A claim made for any seq since begin() belongs to the poll that is ending: the owner
+// settles it as above. A revoker that claimed seq s and reads s + 2 after its fence tries to
+// withdraw, and the SEEN mark decides as before.
 // The owner clears a claim it has marked SEEN (a relaxed store of 0: only a revoker's CAS from
 // 0 races with it, and that one is for a later poll). A claim for an earlier poll than the one
 // that just ended (a revoker that read an old seq and has not yet withdrawn) is left to its
@@ -44,8 +50,11 @@ class PollWord {
   void begin() noexcept {
     // Relaxed: the monitor only needs to see the new seq eventually; the claim protocol is
     // what decides a revocation.
-    seq_.store(seq_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    begun_ = seq_.load(std::memory_order_relaxed) + 1;
+    seq_.store(begun_, std::memory_order_relaxed);
   }
+  // Inside a poll: a nested poll starts (see above).
+  void nest() noexcept { seq_.store(seq_.load(std::memory_order_relaxed) + 2, std::memory_order_relaxed); }
   // The poll ends: whether its slot was revoked meanwhile, and for what.
   Revocation end() noexcept {
     const std::uint64_t seq = seq_.load(std::memory_order_relaxed);
@@ -69,10 +78,8 @@ class PollWord {
 
   // --- Anyone ---
   std::uint64_t seq() const noexcept { return seq_.load(std::memory_order_relaxed); }
-  // Whether poll `seq` is claimed (a hint: a claim may still be withdrawn).
-  bool claimed(std::uint64_t seq) const noexcept {
-    return (claim_.load(std::memory_order_relaxed) >> kFlagBits) == seq;
-  }
+  // Whether a claim is out (a hint: it may be for an earlier poll, or still be withdrawn).
+  bool claimed() const noexcept { return claim_.load(std::memory_order_relaxed) != 0; }
 
   // --- A revoker (the monitor) ---
   // Takes the slot from poll `seq` if it still runs (or ended having seen the claim). True:
@@ -100,7 +107,8 @@ class PollWord {
   // The owner's slow path: a claim was seen as poll `seq` ended.
   Revocation settle(std::uint64_t seq, std::uint64_t claim) noexcept {
     for (;;) {
-      if (claim == 0 || (claim >> kFlagBits) != seq) return Revocation::none;  // withdrawn, or an earlier poll's
+      // Withdrawn, or an earlier poll's.
+      if (claim == 0 || (claim >> kFlagBits) < begun_ || (claim >> kFlagBits) > seq) return Revocation::none;
       // acquire: reads the revoker's claim (and what it wrote before); see try_revoke.
       if (claim_.compare_exchange_weak(claim, claim | kSeen, std::memory_order_acq_rel, std::memory_order_acquire))
         break;
@@ -109,6 +117,7 @@ class PollWord {
     return (claim & kBusy) != 0 ? Revocation::busy : Revocation::blocked;
   }
 
+  std::uint64_t begun_ = 0;  // the seq begin() set (owner-only)
   std::atomic<std::uint64_t> seq_{0};
   std::atomic<std::uint64_t> claim_{0};
 };

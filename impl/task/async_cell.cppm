@@ -30,6 +30,7 @@ namespace karx::detail {
 template <class T, class S, class Tag>
 struct AsyncCell {
   using Frame = std::coroutine_handle<AsyncPromise<T>>;
+  using Schedule = S;
 
   union Stage {
     Stage() noexcept : root{} {}
@@ -105,6 +106,7 @@ inline constexpr TaskVTable async_task_vtable{&Cell::schedule,
                                               &Cell::destroy,
                                               &drop_output_and_destroy<Cell>,
                                               nullptr,
+                                              run_here_of<Cell, typename Cell::Schedule>,
                                               offsetof(Cell, stage)};
 #pragma clang diagnostic pop
 
@@ -112,9 +114,9 @@ inline constexpr TaskVTable async_task_vtable{&Cell::schedule,
 // Async<T>'s frame. The tag and the schedule function must sit right after the header, as
 // in every cell (Task<Tag> and JoinHandle find the tag there).
 template <class T, class S, class Tag>
-inline constexpr bool fits_in_frame_block =
-    frame_prefix<T> != 0 && sizeof(AsyncCell<T, S, Tag>) + sizeof(FrameTail) <= frame_prefix<T> &&
-    alignof(AsyncCell<T, S, Tag>) <= kFrameAlign;
+inline constexpr bool fits_in_frame_block = frame_prefix<T> != 0 &&
+                                            sizeof(AsyncCell<T, S, Tag>) + sizeof(FrameTail) <= frame_prefix<T> &&
+                                            alignof(AsyncCell<T, S, Tag>) <= kFrameAlign;
 
 // spawn() of an Async whose frame sits in a block with room for the task: the task is built
 // there, and the frame's block becomes the task's. Returns its header; `initial` is its first

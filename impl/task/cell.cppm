@@ -3,6 +3,7 @@
 // Layout: the 4-word Header, the tag, the schedule function, then a union of the future and
 // its output. A void tag and a stateless schedule function take no space.
 module;
+#include <concepts>
 #include <cstddef>
 #include <cstdio>
 #include <exception>
@@ -84,7 +85,9 @@ void call_schedule(Header* h, const S& fn) {  // may run on several threads at o
 // The TaskBlock (listing.cppm) is the task's own block, for list_task_block and its partner;
 // `Cell::in_slab(h)` says where the block came from.
 template <class S>
-concept HasTaskHooks = requires { typename S::karx_task_hooks; };
+concept HasTaskHooks = requires {
+  typename S::karx_task_hooks;
+};
 template <class Cell, class S>
 inline void hook_pending(S& fn, Header* h) noexcept {
   if constexpr (HasTaskHooks<S>) fn.on_poll_pending(TaskBlock{h, Cell::in_slab(h)});
@@ -98,6 +101,31 @@ inline void hook_finished(S& fn) noexcept {
   if constexpr (HasTaskHooks<S>) fn.on_poll_finished();
 }
 
+// Work-first joins. A schedule function may offer `bool run_here(void* task) const noexcept`
+// (the task as Task<>::into_raw gives it):
+// called when the task's JoinHandle is about to wait for it while the task is queued and not
+// yet started, it may take the task out of its queue and run it on the calling thread right
+// now (true: it ran once), so that the waiter finds it complete instead of sleeping until it
+// is. Only the executor knows whether the task may run on this thread and where it is queued.
+template <class S>
+concept HasRunHere = requires(const S& fn, void* task) {
+  { fn.run_here(task) }
+  noexcept->std::same_as<bool>;
+};
+template <class Cell>
+bool run_here(Header* h) noexcept {
+  return Cell::of(h)->schedule_fn.run_here(static_cast<void*>(h));
+}
+template <class Cell, class S>
+constexpr bool (*run_here_for() noexcept)(Header*) noexcept {
+  if constexpr (HasRunHere<S>)
+    return &run_here<Cell>;
+  else
+    return nullptr;
+}
+template <class Cell, class S>
+inline constexpr bool (*run_here_of)(Header*) noexcept = run_here_for<Cell, S>();
+
 // Destroys an output nobody took; with `report`, an exception in it goes to the handler.
 template <class R>
 void drop_outcome(Outcome<R>& out, bool report) noexcept {
@@ -109,6 +137,7 @@ template <class F, class S, class Tag, bool Local>
 struct TaskCell {
   using Stored = std::conditional_t<Local, LocalFuture<F>, F>;
   using Output = output_of<F>;
+  using Schedule = S;
   static constexpr bool is_local = Local;
 
   union Stage {
@@ -192,6 +221,7 @@ inline constexpr TaskVTable task_vtable{&Cell::schedule,
                                         &Cell::destroy,
                                         &drop_output_and_destroy<Cell>,
                                         Cell::is_local ? &Cell::check_thread : nullptr,
+                                        run_here_of<Cell, typename Cell::Schedule>,
                                         offsetof(Cell, stage)};
 #pragma clang diagnostic pop
 

@@ -45,8 +45,8 @@ inline constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n
 // (0: no room kept, for an output too large or too aligned to be worth it; such a frame is
 // spawned in a separate task block).
 template <class T>
-inline constexpr std::size_t stage_offset =
-    round_up(sizeof(Header) + kCellRoom, std::max(alignof(AsyncRoot), alignof(Outcome<T>)));
+inline constexpr std::size_t stage_offset = round_up(sizeof(Header) + kCellRoom,
+                                                     std::max(alignof(AsyncRoot), alignof(Outcome<T>)));
 template <class T>
 inline constexpr std::size_t frame_prefix =
     alignof(Outcome<T>) <= kFrameAlign && sizeof(Outcome<T>) <= 64

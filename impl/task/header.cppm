@@ -30,6 +30,9 @@ struct TaskVTable {
   void (*drop_output_and_destroy)(Header*, bool report) noexcept;
   // spawn_local only (else null): throws karx::foreign_thread off the spawning thread.
   void (*check_thread)(const Header*);
+  // The schedule function's run_here hook, or null (cell.cppm: HasRunHere): a handle about to
+  // wait for this queued task asks its executor to run it on the calling thread instead.
+  bool (*run_here)(Header*) noexcept;
   // Where the output lives, from the start of the block.
   std::size_t output_offset;
 };

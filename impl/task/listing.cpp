@@ -111,8 +111,7 @@ void unlist_task_block(TaskBlock block) noexcept {
     BitOf bit = bit_of(block.address);
     bit.word.fetch_and(~bit.mask, std::memory_order_seq_cst);
     const std::uint64_t under_way = walks.started.load(std::memory_order_seq_cst);
-    while (walks.finished.load(std::memory_order_acquire) < under_way) [[unlikely]]
-      std::this_thread::yield();
+    while (walks.finished.load(std::memory_order_acquire) < under_way) [[unlikely]] std::this_thread::yield();
     return;
   }
   SystemBlockNode* node = system_block_node(block.address);

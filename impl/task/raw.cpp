@@ -338,6 +338,12 @@ void cancel_task(Header* h) noexcept {
 
 HandlePoll poll_handle(Header* h, Context& cx) {
   std::size_t state = h->state.load(std::memory_order_acquire);
+  // Queued and not started: its executor may run it here and now (a work-first join,
+  // cell.cppm: HasRunHere), rather than the caller waiting for it. A snapshot: run_here
+  // itself decides, by taking the task out of its queue or not.
+  if ((state & (SCHEDULED | RUNNING | COMPLETED | CLOSED)) == SCHEDULED && h->vtable->run_here != nullptr &&
+      h->vtable->run_here(h))
+    state = h->state.load(std::memory_order_acquire);
   // Completed, output not taken, and no reference left: the run that completed it has let go
   // (that CAS released the output, this load acquired it), no waker exists, and none can
   // appear (references are only cloned from references). Nobody else can touch the task

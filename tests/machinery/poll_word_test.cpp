@@ -30,13 +30,33 @@ TEST(PollWord, TheOwnerRevokesItsOwnPollOnceAndOnlyInsideIt) {
   EXPECT_FALSE(poll.revoke_self());  // no poll runs
   poll.begin();
   EXPECT_TRUE(poll.revoke_self());
-  EXPECT_TRUE(poll.claimed(poll.seq()));
+  EXPECT_TRUE(poll.claimed());
   EXPECT_FALSE(poll.revoke_self());                             // claimed already
   EXPECT_FALSE(poll.try_revoke(poll.seq(), Revocation::busy));  // and for the monitor too
   EXPECT_EQ(poll.end(), Revocation::blocked);
   // The claim is cleared with the poll: the next one starts unclaimed.
   poll.begin();
-  EXPECT_FALSE(poll.claimed(poll.seq()));
+  EXPECT_FALSE(poll.claimed());
+  EXPECT_EQ(poll.end(), Revocation::none);
+}
+
+// A poll that runs nested polls (a work-first join) shows the monitor a new seq for each, and
+// a claim made before a nested poll still belongs to the poll that ends.
+TEST(PollWord, AClaimBeforeANestedPollIsSeenWhenTheOuterPollEnds) {
+  karx::detail::enable_asymmetric_fences();
+  PollWord poll;
+  poll.begin();
+  const std::uint64_t outer = poll.seq();
+  EXPECT_TRUE(poll.try_revoke(outer, Revocation::blocked));
+  poll.nest();
+  EXPECT_NE(poll.seq(), outer);
+  EXPECT_TRUE(PollWord::in_poll(poll.seq()));
+  EXPECT_FALSE(poll.try_revoke(poll.seq(), Revocation::busy));  // one claim at a time
+  poll.nest();
+  EXPECT_EQ(poll.end(), Revocation::blocked);
+  // And a claim of an earlier poll is not the next poll's.
+  poll.begin();
+  poll.nest();
   EXPECT_EQ(poll.end(), Revocation::none);
 }
 
@@ -49,14 +69,14 @@ TEST(PollWord, ARevokerTakesARunningPollAndNotAnEndedOne) {
   EXPECT_EQ(poll.end(), Revocation::busy);
   poll.begin();
   EXPECT_FALSE(poll.try_revoke(first, Revocation::blocked));  // that poll has ended: withdrawn
-  EXPECT_FALSE(poll.claimed(poll.seq()));
+  EXPECT_FALSE(poll.claimed());
   EXPECT_EQ(poll.end(), Revocation::none);
 }
 
-// The owner runs polls of varying length while a revoker claims whatever poll it sees running
-// (and now and then one that has surely ended). Every revocation the revoker is told succeeded
-// is seen by the owner, of the same kind, and no other: a slot handed over twice, or not at
-// all, would make these counts differ.
+// The owner runs polls of varying length, some with a nested poll, while a revoker claims
+// whatever poll it sees running (and now and then one that has surely ended). Every revocation the revoker is told
+// succeeded is seen by the owner, of the same kind, and no other: a slot handed over twice, or not at all, would make
+// these counts differ.
 TEST(PollWord, OwnerAndRevokerAgreeOnEveryRevocationUnderRacing) {
   karx::detail::enable_asymmetric_fences();
   PollWord poll;
@@ -71,9 +91,10 @@ TEST(PollWord, OwnerAndRevokerAgreeOnEveryRevocationUnderRacing) {
       const std::uint64_t seq = poll.seq();
       if (!PollWord::in_poll(seq)) continue;
       ++n;
-      if (n % 7 == 0 && seq > 2) {
-        // An earlier poll, which has ended: must never be taken.
-        if (poll.try_revoke(seq - 2, Revocation::blocked)) ++stale_taken;
+      if (n % 7 == 0 && seq > 4) {
+        // A poll two polls back (seq - 4: seq - 2 may be this poll before its nested one),
+        // which has ended: must never be taken.
+        if (poll.try_revoke(seq - 4, Revocation::blocked)) ++stale_taken;
         continue;
       }
       const Revocation kind = n % 2 == 0 ? Revocation::busy : Revocation::blocked;
@@ -92,6 +113,7 @@ TEST(PollWord, OwnerAndRevokerAgreeOnEveryRevocationUnderRacing) {
       }
     }
     if (i % 1000 == 0) std::this_thread::yield();
+    if (i % 3 == 0) poll.nest();  // a nested poll: the revoker may hold a claim of the outer one
     const Revocation seen = poll.end();
     if (seen == Revocation::blocked) ++owner_blocked;
     if (seen == Revocation::busy) ++owner_busy;

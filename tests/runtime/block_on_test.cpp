@@ -111,13 +111,15 @@ TEST(BlockOn, BlockingInsideTheRootHandsTheCallersProcessorOver) {
 
 karx::Async<int> nested(karx::Runtime* rt) { co_return rt->block_on(where()) == std::this_thread::get_id() ? 1 : 2; }
 
-TEST(BlockOn, NestedInsideTheRootFallsBackToWaiting) {
+TEST(BlockOn, NestedInsideTheRootRunsTheInnerTaskOnTheSameThread) {
   karx::RuntimeOptions o = processors(1);
   o.blocking_threshold = 5ms;
   karx::Runtime rt(o);
-  // The inner block_on runs on a guest already: it waits (the monitor hands the processor
-  // over), and the inner task runs on another thread.
-  EXPECT_EQ(rt.block_on(nested(&rt)), 2);
+  // The inner block_on runs on a guest already: the task it waits for is queued on that
+  // guest, not started, so the wait runs it right there (a work-first join), with no other
+  // thread and no hand-off.
+  EXPECT_EQ(rt.block_on(nested(&rt)), 1);
+  EXPECT_EQ(rt.metrics().handoffs, 0u);
 }
 
 TEST(BlockOn, RepeatedCallsReuseOneRegistryEntry) {

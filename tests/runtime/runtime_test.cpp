@@ -247,9 +247,7 @@ TEST(Runtime, OptionsOutOfRangeThrowInvalidArgument) {
 
 TEST(Runtime, KarxProcsSetsTheDefaultProcessorsAndIsValidated) {
   ::setenv("KARX_PROCS", "3", 1);
-  {
-    EXPECT_EQ(karx::Runtime().metrics().processors, 3u);
-  }
+  { EXPECT_EQ(karx::Runtime().metrics().processors, 3u); }
   ::setenv("KARX_PROCS", "three", 1);
   try {
     karx::Runtime rt;
@@ -496,8 +494,8 @@ TEST(Runtime, ATimerTaskStaysOnTimeWhileOthersBlock) {
 namespace {
 
 karx::Async<long> blocks_on_a_sibling(karx::Runtime* rt) {
-  // block_on inside a task: this worker sleeps until the sibling is done; the monitor hands
-  // its processor to another worker, which runs the sibling.
+  // block_on inside a task, on a handle of a task queued on this worker and not started:
+  // the wait runs it right here (a work-first join).
   co_return karx::block_on(rt->spawn(square(12))).value();
 }
 
@@ -507,6 +505,26 @@ TEST(Runtime, BlockOnInsideATaskWorks) {
   o.blocking_threshold = std::chrono::milliseconds(5);
   karx::Runtime rt(o);
   EXPECT_EQ(rt.block_on(blocks_on_a_sibling(&rt)), 144);
+  EXPECT_EQ(rt.metrics().handoffs, 0u);
+}
+
+karx::Async<long> blocks_on_a_sleeping_sibling(karx::Runtime* rt) {
+  // The sibling sleeps (it returns pending at first): the join runs it once here, then this
+  // worker sleeps in block_on until the sibling is done; the monitor hands its processor to
+  // another worker, which runs the sibling's second poll.
+  co_return karx::block_on(rt->spawn([]() -> karx::Async<long> {
+    co_await karx::sleep_for(std::chrono::milliseconds(20));
+    co_return 169;
+  }()))
+      .value();
+}
+
+TEST(Runtime, BlockOnInsideATaskWaitsForATaskThatSleepsAndHandsTheProcessorOver) {
+  karx::RuntimeOptions o;
+  o.processors = 1;
+  o.blocking_threshold = std::chrono::milliseconds(5);
+  karx::Runtime rt(o);
+  EXPECT_EQ(rt.block_on(blocks_on_a_sleeping_sibling(&rt)), 169);
   EXPECT_GE(rt.metrics().handoffs, 1u);
 }
 
