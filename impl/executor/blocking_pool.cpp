@@ -89,11 +89,11 @@ void BlockingPool::thread_main() noexcept {
     if (queue_.empty()) {
       if (closed_) break;
       ++idle_;
-      core_.idle_threads.fetch_add(1, std::memory_order_relaxed);
+      core_.idle.pool_thread_idle();
       const bool got = work_.wait_for(lock, core_.options.idle_thread_timeout,
                                       [&] { return closed_ || !queue_.empty() || leave_ > 0; });
       --idle_;
-      core_.idle_threads.fetch_sub(1, std::memory_order_relaxed);
+      core_.idle.pool_thread_busy();
       if (!got) break;  // idle too long: exit
       if (queue_.empty() && leave_ > 0) {
         --leave_;  // make room under the thread cap for a worker

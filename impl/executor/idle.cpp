@@ -47,13 +47,10 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
   Worker* w = nullptr;
   bool retry = false;
   {
-    std::lock_guard lock(idle_mutex);
+    const IdleList::Lock lock = idle.lock();
     if (shutting_down.load(std::memory_order_relaxed)) {
       w = nullptr;
-    } else if (!idle.empty()) {
-      w = idle.back();
-      idle.pop_back();
-      idle_threads.fetch_sub(1, std::memory_order_relaxed);
+    } else if ((w = idle.take_newest(lock)) != nullptr) {
       w->given_slot.store(true, std::memory_order_relaxed);  // published by unpark's release
     } else {
       w = start_worker(retry);
@@ -77,13 +74,10 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
 void RuntimeCore::trim_idle_worker() noexcept {
   Worker* w = nullptr;
   {
-    std::lock_guard lock(idle_mutex);
+    const IdleList::Lock lock = idle.lock();
     // The oldest idle spare (wakep takes the newest); never a guest, which is no thread of ours.
-    auto it = std::find_if(idle.begin(), idle.end(), [](const Worker* x) { return !x->guest; });
-    if (it == idle.end()) return;
-    w = *it;
-    idle.erase(it);
-    idle_threads.fetch_sub(1, std::memory_order_relaxed);
+    w = idle.take_oldest_if(lock, [](const Worker* x) { return !x->guest; });
+    if (w == nullptr) return;
     w->exit_requested.store(true, std::memory_order_relaxed);  // published by unpark's release
   }
   w->parker.unpark();
@@ -106,11 +100,10 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
   RuntimeCore& core = *w->core;
   core.slots.stop_searching(w->searching);
   {
-    std::lock_guard lock(core.idle_mutex);
+    const IdleList::Lock lock = core.idle.lock();
     if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
     w->given_slot.store(false, std::memory_order_relaxed);
-    core.idle.push_back(w);
-    core.idle_threads.fetch_add(1, std::memory_order_relaxed);
+    core.idle.park(w, lock);
   }
   if (holds_slot) core.slots.give_back();
   look_again_after_giving_up_slot(core);
@@ -121,12 +114,7 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
 // which it does under the same lock after setting given_slot: a slot is ours.
 bool leave_idle_list(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  std::lock_guard lock(core.idle_mutex);
-  auto it = std::find(core.idle.begin(), core.idle.end(), w);
-  if (it == core.idle.end()) return false;
-  core.idle.erase(it);
-  core.idle_threads.fetch_sub(1, std::memory_order_relaxed);
-  return true;
+  return core.idle.take(w, core.idle.lock());
 }
 
 // Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.

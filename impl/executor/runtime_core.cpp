@@ -223,7 +223,7 @@ void push_back_local(Worker* w, RawTask task) noexcept {
   }
 }
 
-// Under idle_mutex. The new worker starts with a slot (the caller's) and searching.
+// Under idle.lock(). The new worker starts with a slot (the caller's) and searching.
 Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   Worker* w = register_worker();
   if (w == nullptr || !budget.try_take()) {
@@ -250,7 +250,7 @@ Worker* RuntimeCore::start_worker(bool& retry) noexcept {
   return w;
 }
 
-// Under idle_mutex. Reuses the struct of a worker whose thread has exited (or whose guest
+// Under idle.lock(). Reuses the struct of a worker whose thread has exited (or whose guest
 // left), else registers a new one; nullptr when the registry (max_threads entries) is full.
 Worker* RuntimeCore::register_worker() noexcept {
   const unsigned n = worker_count.load(std::memory_order_relaxed);
@@ -282,7 +282,7 @@ RuntimeMetrics RuntimeCore::metrics() const noexcept {
   RuntimeMetrics m;
   m.processors = processors;
   m.threads = budget.alive();
-  m.idle_threads = idle_threads.load(std::memory_order_relaxed);
+  m.idle_threads = idle.idle_threads();
   m.tasks_spawned = outside_spawned.load(std::memory_order_relaxed);
   m.tasks_completed = outside_completed.load(std::memory_order_relaxed);
   const unsigned n = worker_count.load(std::memory_order_acquire);
@@ -311,9 +311,9 @@ void core_shutdown(RuntimeCore* core) noexcept { core->shutdown(); }
 
 void RuntimeCore::shutdown() noexcept {
   {
-    std::lock_guard lock(idle_mutex);
+    const IdleList::Lock lock = idle.lock();
     shutting_down.store(true, std::memory_order_seq_cst);
-    for (Worker* w : idle) w->parker.unpark();
+    idle.for_each(lock, [](Worker* w) { w->parker.unpark(); });
   }
   blocking_pool.close();
 

@@ -43,6 +43,7 @@ import :thread_budget;
 import :blocking_pool;
 import :slots;
 import :monitor;
+import :idle_list;
 
 namespace karx::detail {
 
@@ -129,9 +130,7 @@ class RuntimeCore {
   // those queues before the injector. A hint (relaxed); the queues' protocol moves the tasks.
   std::atomic<int> revoked_workers{0};
 
-  alignas(64) std::mutex idle_mutex;
-  std::vector<Worker*> idle;                       // parked workers without a slot, most recent last
-  std::atomic<unsigned> idle_threads{0};           // parked workers without a slot and idle pool threads
+  alignas(64) IdleList idle;  // parked workers without a slot (idle_list.cppm); its lock guards the registry too
   std::atomic<std::uint64_t> blocked_handoffs{0};  // the thread was blocked (or said it would be)
   std::atomic<std::uint64_t> busy_handoffs{0};     // a CPU-bound poll ran past the threshold
   // Workers whose slot was taken from a CPU-bound poll still running: each keeps a core busy
@@ -155,10 +154,10 @@ class RuntimeCore {
   void wakep() noexcept;
   void wakep_after_seq_cst() noexcept;
   bool work_visible() const noexcept;
-  // Under idle_mutex; nullptr at the thread cap or on failure, with `retry` set: the caller
+  // Under idle.lock(); nullptr at the thread cap or on failure, with `retry` set: the caller
   // asks the monitor to retry once it has given its slot back.
   Worker* start_worker(bool& retry) noexcept;
-  Worker* register_worker() noexcept;  // under idle_mutex: an exited struct or a new one
+  Worker* register_worker() noexcept;  // under idle.lock(): an exited struct or a new one
   void worker_main(Worker* w) noexcept;
   void shutdown() noexcept;
   void ask_for_retry() noexcept { monitor.ask_for_retry(); }  // work waits for a thread

@@ -351,7 +351,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
   slots.stop_searching(w->searching);
   current_worker = nullptr;
   current_runtime = nullptr;
-  std::lock_guard lock(idle_mutex);
+  const IdleList::Lock lock = idle.lock();
   w->exited = true;
   budget.exited();
 }
@@ -385,7 +385,7 @@ Worker* guest_enter(RuntimeCore* core) noexcept {
   if (!core->slots.take()) return nullptr;
   Worker* w = nullptr;
   {
-    std::lock_guard lock(core->idle_mutex);
+    const IdleList::Lock lock = core->idle.lock();
     w = core->register_worker();
     if (w != nullptr) w->guest = true;
   }
@@ -460,7 +460,7 @@ void guest_leave(Worker* w) noexcept {
     look_again_after_giving_up_slot(core);
   }
   current_worker = nullptr;
-  std::lock_guard lock(core.idle_mutex);
+  const IdleList::Lock lock = core.idle.lock();
   w->exited = true;
 }
 
