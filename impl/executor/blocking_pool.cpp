@@ -6,6 +6,7 @@ module;
 #include <utility>
 module karx.executor;
 import karx.task;
+import karx.machinery;
 import :scheduler;
 
 namespace karx::detail {
@@ -90,8 +91,10 @@ void BlockingPool::thread_main() noexcept {
       if (closed_) break;
       ++idle_;
       core_.idle.pool_thread_idle();
-      const bool got = work_.wait_for(lock, core_.options.idle_thread_timeout,
-                                      [&] { return closed_ || !queue_.empty() || leave_ > 0; });
+      // wait_until a saturated deadline: wait_for would add the timeout to now() and overflow
+      // for a timeout of nanoseconds::max() (which means "never").
+      const bool got = work_.wait_until(lock, saturating_deadline(core_.options.idle_thread_timeout),
+                                        [&] { return closed_ || !queue_.empty() || leave_ > 0; });
       --idle_;
       core_.idle.pool_thread_busy();
       if (!got) break;  // idle too long: exit

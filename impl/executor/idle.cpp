@@ -17,9 +17,9 @@ namespace karx::detail {
 
 bool RuntimeCore::work_visible() const noexcept {
   if (!injector.empty()) return true;
-  const unsigned n = worker_count.load(std::memory_order_acquire);
+  const unsigned n = workers.size();
   for (unsigned i = 0; i < n; ++i) {
-    const Worker* w = workers[i].get();
+    const Worker* w = workers[i];
     if (!w->local.empty() || w->runnext.load(std::memory_order_relaxed) != nullptr) return true;
   }
   return false;
@@ -103,7 +103,7 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
     const IdleList::Lock lock = core.idle.lock();
     if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
     w->given_slot.store(false, std::memory_order_relaxed);
-    core.idle.park(w, lock);
+    core.idle.park(w, !w->guest, lock);
   }
   if (holds_slot) core.slots.give_back();
   look_again_after_giving_up_slot(core);

@@ -22,39 +22,41 @@ class IdleList {
   [[nodiscard]] Lock lock() { return Lock(mutex_); }
 
   // --- Under lock() ---
-  void park(Worker* w, const Lock&) {
-    parked_.push_back(w);
-    idle_threads_.fetch_add(1, std::memory_order_relaxed);
+  // `thread`: a thread of the runtime's, counted in idle_threads (a guest, block_on's caller,
+  // is not one: metrics promise idle_threads <= threads).
+  void park(Worker* w, bool thread, const Lock&) {
+    parked_.push_back(Entry{w, thread});
+    if (thread) idle_threads_.fetch_add(1, std::memory_order_relaxed);
   }
   // The most recently parked worker, taken off the list; nullptr if none is parked.
   Worker* take_newest(const Lock&) noexcept {
     if (parked_.empty()) return nullptr;
-    Worker* w = parked_.back();
+    const Entry e = parked_.back();
     parked_.pop_back();
-    idle_threads_.fetch_sub(1, std::memory_order_relaxed);
-    return w;
+    uncount(e);
+    return e.worker;
   }
   // Takes `w` off the list: false if it was not on it (a wakep took it first).
   bool take(Worker* w, const Lock&) noexcept {
-    auto it = std::find(parked_.begin(), parked_.end(), w);
+    auto it = std::find_if(parked_.begin(), parked_.end(), [w](const Entry& e) { return e.worker == w; });
     if (it == parked_.end()) return false;
+    uncount(*it);
     parked_.erase(it);
-    idle_threads_.fetch_sub(1, std::memory_order_relaxed);
     return true;
   }
   // The oldest parked worker for which `pred` holds, taken off the list; nullptr if none.
   template <class Pred>
   Worker* take_oldest_if(const Lock&, Pred pred) {
-    auto it = std::find_if(parked_.begin(), parked_.end(), pred);
+    auto it = std::find_if(parked_.begin(), parked_.end(), [&](const Entry& e) { return pred(e.worker); });
     if (it == parked_.end()) return nullptr;
-    Worker* w = *it;
+    const Entry e = *it;
     parked_.erase(it);
-    idle_threads_.fetch_sub(1, std::memory_order_relaxed);
-    return w;
+    uncount(e);
+    return e.worker;
   }
   template <class F>
   void for_each(const Lock&, F f) {
-    for (Worker* w : parked_) f(w);
+    for (const Entry& e : parked_) f(e.worker);
   }
 
   // --- Any thread ---
@@ -64,8 +66,16 @@ class IdleList {
   unsigned idle_threads() const noexcept { return idle_threads_.load(std::memory_order_relaxed); }
 
  private:
+  struct Entry {
+    Worker* worker;
+    bool thread;
+  };
+  void uncount(const Entry& e) noexcept {
+    if (e.thread) idle_threads_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
   std::mutex mutex_;
-  std::vector<Worker*> parked_;
+  std::vector<Entry> parked_;
   std::atomic<unsigned> idle_threads_{0};  // relaxed: a metric
 };
 

@@ -146,7 +146,7 @@ void Monitor::run() noexcept {
 Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
   RuntimeCore& core = core_;
   Look look;
-  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  const unsigned n = core.workers.size();
   for (unsigned i = 0; i < n; ++i) {
     Worker& w = *core.workers[i];
     MonitorView& view = w.monitor_view;

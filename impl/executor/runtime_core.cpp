@@ -31,13 +31,19 @@ namespace {
 
 constexpr unsigned kMaxProcessors = 1024;
 
+// KARX_PROCS: decimal digits only (no sign, no spaces: strtoul would accept " -1" and wrap it
+// to a huge number), a value from 1 to kMaxProcessors.
 unsigned processors_from_environment() {
   const char* text = std::getenv("KARX_PROCS");
   if (text == nullptr || *text == '\0') return std::max(1u, std::thread::hardware_concurrency());
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long n = std::strtoul(text, &end, 10);
-  if (*end != '\0' || errno != 0 || n == 0 || n > kMaxProcessors || text[0] == '-')
+  unsigned long n = 0;
+  bool valid = true;
+  for (const char* p = text; *p != '\0' && valid; ++p) {
+    valid = *p >= '0' && *p <= '9';
+    n = n * 10 + static_cast<unsigned long>(*p - '0');
+    valid = valid && n <= kMaxProcessors;  // stops before any overflow
+  }
+  if (!valid || n == 0)
     throw std::invalid_argument(std::string("karx::Runtime: KARX_PROCS must be a whole number from 1 to ") +
                                 std::to_string(kMaxProcessors) + ", not \"" + text + "\"");
   return static_cast<unsigned>(n);
@@ -63,7 +69,6 @@ RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
     : options(opts), processors(procs), slots(procs), budget(opts.max_threads), blocking_pool(*this, budget) {
   enable_asymmetric_fences();  // before any worker starts: they end polls with the light side
                                // (machinery/poll_word.cppm)
-  workers = std::make_unique<std::unique_ptr<Worker>[]>(options.max_threads);
 }
 
 RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
@@ -123,7 +128,7 @@ void core_task_freed(RuntimeCore* core) noexcept {
 void core_orphan(RuntimeCore* core) noexcept {
   // Every worker thread is joined (core_shutdown), so their balances are final and visible.
   std::int64_t on_workers = 0;
-  const unsigned n = core->worker_count.load(std::memory_order_acquire);
+  const unsigned n = core->workers.size();
   for (unsigned i = 0; i < n; ++i) on_workers += core->workers[i]->task_balance.load(std::memory_order_relaxed);
   // Replace the Runtime's kAlive with the workers' share: what is left counts the tasks still
   // alive (held by wakers elsewhere); the last of them deletes the core.
@@ -145,7 +150,7 @@ void core_note_completed(RuntimeCore* core) noexcept {
   if (Worker* w = worker_of(core))
     w->bump(w->completed);
   else
-    core->outside_completed.fetch_add(1, std::memory_order_relaxed);
+    core->outside_completed.fetch_add(1, std::memory_order_release);  // see metrics()
 }
 
 // --- Scheduling -----------------------------------------------------------------------------
@@ -187,7 +192,7 @@ void core_submit(RuntimeCore* core, Task<> task) noexcept {
   if (w != nullptr)
     w->bump(w->spawned);
   else
-    core->outside_spawned.fetch_add(1, std::memory_order_relaxed);
+    core->outside_spawned.fetch_add(1, std::memory_order_release);  // see metrics()
   if (w != nullptr && !core->shutting_down.load(std::memory_order_relaxed))
     submit_local(core, w, std::move(task));
   else
@@ -253,9 +258,9 @@ Worker* RuntimeCore::start_worker(bool& retry) noexcept {
 // Under idle.lock(). Reuses the struct of a worker whose thread has exited (or whose guest
 // left), else registers a new one; nullptr when the registry (max_threads entries) is full.
 Worker* RuntimeCore::register_worker() noexcept {
-  const unsigned n = worker_count.load(std::memory_order_relaxed);
+  const unsigned n = workers.size();
   for (unsigned i = 0; i < n; ++i) {
-    Worker* w = workers[i].get();
+    Worker* w = workers[i];
     if (!w->exited) continue;
     if (w->thread.joinable()) w->thread.join();  // it returned already: instant
     w->exited = false;
@@ -264,35 +269,46 @@ Worker* RuntimeCore::register_worker() noexcept {
   }
   if (n >= options.max_threads) return nullptr;
   try {
-    workers[n] = std::make_unique<Worker>();
+    auto w = std::make_unique<Worker>();
+    w->core = this;
+    w->index = n;
+    w->rng = 0x9e3779b9u * (n + 1);
+    return workers.push_back(std::move(w));  // stealers and the monitor see it constructed
   } catch (...) {
-    return nullptr;
+    return nullptr;  // out of memory: no thread either
   }
-  Worker* w = workers[n].get();
-  w->core = this;
-  w->index = n;
-  w->rng = 0x9e3779b9u * (n + 1);
-  worker_count.store(n + 1, std::memory_order_release);  // stealers see a constructed worker
-  return w;
 }
 
 // --- Metrics ---------------------------------------------------------------------------------
 
+// The relations the metrics promise hold at every sample (tests/runtime/metrics_test.cpp):
+//  - tasks_completed <= tasks_polled <= ... and tasks_completed <= tasks_spawned. Any one task
+//    is counted spawned, then polled, then completed, each count a release store (or RMW) on
+//    the counting thread, and its queue hands the task over between them. So the counters are
+//    read the other way round, with acquire: completions first, then polls, then spawns; a
+//    completion we count has its poll and its spawn counted by the time we read those. The
+//    registry is read again before each pass: a worker added meanwhile has counts too.
+//  - idle_threads <= threads. Guests (block_on's callers) are not threads of the runtime and
+//    are not counted idle; a thread is counted alive before it parks and after it leaves the
+//    idle list, but the two gauges are read at two instants, so a thread starting or exiting
+//    between the reads could show idle above alive: the snapshot caps it.
+//  - handoffs == blocked_handoffs + busy_handoffs (derived).
 RuntimeMetrics RuntimeCore::metrics() const noexcept {
   RuntimeMetrics m;
   m.processors = processors;
-  m.threads = budget.alive();
-  m.idle_threads = idle.idle_threads();
-  m.tasks_spawned = outside_spawned.load(std::memory_order_relaxed);
-  m.tasks_completed = outside_completed.load(std::memory_order_relaxed);
-  const unsigned n = worker_count.load(std::memory_order_acquire);
-  for (unsigned i = 0; i < n; ++i) {
-    const Worker& w = *workers[i];
-    m.tasks_spawned += w.spawned.load(std::memory_order_relaxed);
-    m.tasks_polled += w.polled.load(std::memory_order_relaxed);
-    m.tasks_completed += w.completed.load(std::memory_order_relaxed);
-    m.steals += w.steals.load(std::memory_order_relaxed);
+  m.tasks_completed = outside_completed.load(std::memory_order_acquire);
+  for (unsigned i = 0, n = workers.size(); i < n; ++i)
+    m.tasks_completed += workers[i]->completed.load(std::memory_order_acquire);
+  for (unsigned i = 0, n = workers.size(); i < n; ++i)
+    m.tasks_polled += workers[i]->polled.load(std::memory_order_acquire);
+  m.tasks_spawned = outside_spawned.load(std::memory_order_acquire);
+  for (unsigned i = 0, n = workers.size(); i < n; ++i) {
+    m.tasks_spawned += workers[i]->spawned.load(std::memory_order_acquire);
+    m.steals += workers[i]->steals.load(std::memory_order_relaxed);
   }
+  m.idle_threads = idle.idle_threads();
+  m.threads = budget.alive();
+  m.idle_threads = std::min(m.idle_threads, m.threads);
   m.blocked_handoffs = blocked_handoffs.load(std::memory_order_relaxed);
   m.busy_handoffs = busy_handoffs.load(std::memory_order_relaxed);
   m.handoffs = m.blocked_handoffs + m.busy_handoffs;  // every hand-off is one of the two
@@ -310,6 +326,18 @@ RuntimeMetrics core_metrics(const RuntimeCore* core) noexcept { return core->met
 void core_shutdown(RuntimeCore* core) noexcept { core->shutdown(); }
 
 void RuntimeCore::shutdown() noexcept {
+  // ~Runtime on a thread the runtime runs (in one of its tasks, a spawn_blocking closure, or
+  // inside its block_on): the destructor would wait for that very thread to finish its poll
+  // or closure, or leave its block_on with freed memory under it. A destructor cannot throw
+  // to the caller, so say what happened and stop here rather than hang or corrupt memory.
+  if (current_runtime != nullptr && current_runtime == runtime) {
+    std::fputs(
+        "karx: fatal: a karx::Runtime is being destroyed from one of its own threads (inside one of its tasks, a "
+        "spawn_blocking closure, or its block_on); it would wait for this very thread. Destroy a runtime from a "
+        "thread it does not run.\n",
+        stderr);
+    std::abort();
+  }
   {
     const IdleList::Lock lock = idle.lock();
     shutting_down.store(true, std::memory_order_seq_cst);
@@ -318,7 +346,7 @@ void RuntimeCore::shutdown() noexcept {
   blocking_pool.close();
 
   // Wait for polls in progress to return: every worker thread ends after its current poll.
-  const unsigned n = worker_count.load(std::memory_order_acquire);
+  const unsigned n = workers.size();
   for (unsigned i = 0; i < n; ++i) {
     workers[i]->parker.unpark();
     if (workers[i]->thread.joinable()) workers[i]->thread.join();

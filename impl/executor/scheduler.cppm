@@ -74,7 +74,7 @@ struct Worker {
   bool pick_oldest = false;  // a task yielded: the next pick from the queue is its oldest (worker.cpp)
   std::uint32_t rng = 0;
 
-  // Counters written by the owner only, summed by metrics(): relaxed load+store, no RMW.
+  // Counters written by the owner only, summed by metrics(): a load and a store, no RMW.
   std::atomic<std::uint64_t> polled{0};
   std::atomic<std::uint64_t> completed{0};
   std::atomic<std::uint64_t> spawned{0};
@@ -91,8 +91,10 @@ struct Worker {
 
   MonitorView monitor_view;  // the monitor thread's alone
 
+  // release: metrics() reads completions before polls before spawns, with acquire (see there);
+  // on x86 a release store is a plain store.
   inline void bump(std::atomic<std::uint64_t>& counter) noexcept {  // inline: not implicit in a module
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
 };
 
@@ -120,9 +122,9 @@ class RuntimeCore {
 
   alignas(64) Injector<RawTask> injector;
 
-  // The registry of workers: grows up to max_threads entries, freed with the core.
-  std::unique_ptr<std::unique_ptr<Worker>[]> workers;
-  std::atomic<unsigned> worker_count{0};
+  // The registry of workers: grows up to max_threads entries (additions under idle.lock()),
+  // freed with the core; memory in proportion to the workers there are, not to the cap.
+  GrowOnlyArray<Worker> workers;
 
   Slots slots;  // the processors, and who searches (slots.cppm)
   // Workers whose slot was revoked while their poll still runs. Their queued tasks have no

@@ -73,12 +73,12 @@ RawTask take_from_injector(Worker* w) noexcept {
 
 RawTask steal(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  const unsigned n = core.workers.size();
   if (n <= 1) return nullptr;
   for (int round = 0; round < kStealRounds; ++round) {
     const unsigned start = next_random(w->rng) % n;
     for (unsigned k = 0; k < n; ++k) {
-      Worker* victim = core.workers[(start + k) % n].get();
+      Worker* victim = core.workers[(start + k) % n];
       if (victim == w) continue;
       if (RawTask t = victim->local.steal_into(w->local)) {
         w->bump(w->steals);
@@ -105,9 +105,9 @@ RawTask steal(Worker* w) noexcept {
 // (Its blocker is the poll in progress, in no queue: never taken.)
 RawTask steal_from_blocked(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  const unsigned n = core.worker_count.load(std::memory_order_acquire);
+  const unsigned n = core.workers.size();
   for (unsigned i = 0; i < n; ++i) {
-    Worker* victim = core.workers[i].get();
+    Worker* victim = core.workers[i];
     if (victim == w) continue;
     const std::uint64_t seq = victim->poll.seq();
     if (!PollWord::in_poll(seq) || !victim->poll.claimed()) continue;

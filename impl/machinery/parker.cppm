@@ -37,6 +37,15 @@ inline void futex_wake_one(std::atomic<std::uint32_t>& word) {
 
 export namespace karx::detail {
 
+// steady_clock::now() + `timeout`, or the end of time if that sum would overflow (an option
+// like idle_thread_timeout = nanoseconds::max() means "never").
+inline std::chrono::steady_clock::time_point saturating_deadline(std::chrono::nanoseconds timeout) noexcept {
+  using clock = std::chrono::steady_clock;
+  const clock::time_point now = clock::now();
+  const auto d = std::chrono::ceil<clock::duration>(timeout);
+  return d > clock::time_point::max() - now ? clock::time_point::max() : now + d;
+}
+
 class Parker {
  public:
   // Sleeps until unparked (returns at once if an unpark came since the last park).
@@ -52,7 +61,7 @@ class Parker {
       return true;
     }
     const bool forever = timeout.count() < 0;
-    const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    const auto deadline = saturating_deadline(forever ? std::chrono::nanoseconds(0) : timeout);
     for (;;) {
       std::chrono::nanoseconds left(-1);
       if (!forever) {

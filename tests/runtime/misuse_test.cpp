@@ -1,11 +1,13 @@
 // Misuse of the task layer gets a std::logic_error with a message, never undefined behaviour.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -184,8 +186,32 @@ TEST(Misuse, EachOptionOutOfRangeSaysWhichAndWhy) {
   }
 }
 
+// Options at the ends of their ranges work: a timeout that never expires (no deadline may
+// overflow: UBSan would report it), a thread cap no machine reaches (nothing is allocated in
+// proportion to it), a threshold that never hands a CPU-bound poll off.
+TEST(Misuse, OptionsAtTheEndsOfTheirRangesWork) {
+  karx::RuntimeOptions o;
+  o.processors = 2;
+  o.max_threads = std::numeric_limits<unsigned>::max();
+  o.idle_thread_timeout = std::chrono::nanoseconds::max();
+  o.blocking_threshold = std::chrono::nanoseconds::max();
+  karx::Runtime rt(o);
+  // Spare workers and pool threads park with the endless timeout; a blocking call still
+  // hands its processor over (it says so; the threshold plays no part).
+  auto blocked = rt.spawn([]() -> karx::Async<int> {
+    karx::blocking([] { std::this_thread::sleep_for(std::chrono::milliseconds(5)); });
+    co_return 1;
+  }());
+  auto pooled = rt.spawn_blocking([] { return 2; });
+  EXPECT_EQ(rt.block_on(std::move(blocked)), std::optional<int>(1));
+  EXPECT_EQ(karx::block_on(std::move(pooled)), std::optional<int>(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let threads park
+  EXPECT_GE(rt.metrics().blocked_handoffs, 1u);
+}
+
 TEST(Misuse, ABadKarxProcsSaysWhatItHoldsAndWhatIsAllowed) {
-  for (const char* bad : {"three", "0", "-2", "2x", "", "5000", "99999999999999999999"}) {
+  for (const char* bad : {"three", "0", "-2", "2x", "", "5000", "99999999999999999999", " -18446744073709551615", " 3",
+                          "3 ", "+3", "0x4"}) {
     ::setenv("KARX_PROCS", bad, 1);
     const std::string m = invalid_option(karx::RuntimeOptions{});
     if (*bad == '\0') {
@@ -196,6 +222,56 @@ TEST(Misuse, ABadKarxProcsSaysWhatItHoldsAndWhatIsAllowed) {
     }
   }
   ::unsetenv("KARX_PROCS");
+}
+
+}  // namespace
+
+namespace {
+
+// Destroying a runtime from one of its own threads cannot work (the destructor would wait for
+// that very thread), and a destructor cannot throw: it stops with a karx diagnostic, never a
+// hang, a use after free or a silent leak. Each case in a child process (a death test).
+constexpr const char* kSelfDestruction = "karx: fatal: a karx::Runtime is being destroyed from one of its own threads";
+
+TEST(MisuseDeathTest, DestroyingARuntimeFromOneOfItsTasksStopsWithADiagnostic) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        alarm(20);  // a hang fails the test (SIGALRM) instead of blocking it
+        auto* rt = new karx::Runtime(karx::RuntimeOptions{.processors = 1});
+        auto h = rt->spawn([](karx::Runtime* self) -> karx::Async<void> {
+          delete self;
+          co_return;
+        }(rt));
+        (void)karx::block_on(std::move(h));
+      },
+      kSelfDestruction);
+}
+
+TEST(MisuseDeathTest, DestroyingARuntimeFromItsBlockOnStopsWithADiagnostic) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        alarm(20);
+        auto* rt = new karx::Runtime(karx::RuntimeOptions{.processors = 1});
+        rt->block_on([](karx::Runtime* self) -> karx::Async<void> {
+          delete self;
+          co_return;
+        }(rt));
+      },
+      kSelfDestruction);
+}
+
+TEST(MisuseDeathTest, DestroyingARuntimeFromASpawnBlockingClosureStopsWithADiagnostic) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        alarm(20);
+        auto* rt = new karx::Runtime(karx::RuntimeOptions{.processors = 1});
+        auto h = rt->spawn_blocking([rt] { delete rt; });
+        (void)karx::block_on(std::move(h));
+      },
+      kSelfDestruction);
 }
 
 }  // namespace
