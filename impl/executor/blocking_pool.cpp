@@ -2,6 +2,7 @@
 module;
 #include <deque>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <utility>
 module karx.executor;
@@ -41,12 +42,19 @@ void BlockingPool::start_thread() noexcept {
 void BlockingPool::schedule(RawTask task) noexcept {
   bool start = false;
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (closed_) {
+      // Dropped without the lock: its cancel notifies its awaiter, whose schedule may come
+      // back here.
+      lock.unlock();
       drop_task(task);
       return;
     }
-    queue_.push_back(task);
+    try {
+      queue_.push_back(task);
+    } catch (const std::bad_alloc&) {
+      die_out_of_memory("growing the blocking pool's queue");
+    }
     if (idle_ > 0) {
       work_.notify_one();
     } else if (reserve_thread()) {

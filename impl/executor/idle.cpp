@@ -7,6 +7,7 @@ module;
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <new>
 module karx.executor;
 import karx.machinery;
 import :scheduler;
@@ -103,7 +104,11 @@ bool join_idle_list(Worker* w, bool holds_slot, bool unless_shutting_down) noexc
     const IdleList::Lock lock = core.idle.lock();
     if (unless_shutting_down && core.shutting_down.load(std::memory_order_relaxed)) return false;
     w->given_slot.store(false, std::memory_order_relaxed);
-    core.idle.park(w, !w->guest, lock);
+    try {
+      core.idle.park(w, !w->guest, lock);
+    } catch (const std::bad_alloc&) {
+      die_out_of_memory("growing the runtime's idle list");
+    }
   }
   if (holds_slot) core.slots.give_back();
   look_again_after_giving_up_slot(core);

@@ -11,6 +11,7 @@ module;
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -64,6 +65,11 @@ std::chrono::milliseconds schedtrace_from_environment() {
 }  // namespace
 
 void drop_task(RawTask task) noexcept { Task<>::from_raw(task).cancel(); }
+
+void die_out_of_memory(const char* where) noexcept {
+  std::fprintf(stderr, "karx: fatal: out of memory %s; a task cannot be queued or lost, so the process stops\n", where);
+  std::abort();
+}
 
 RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
     : options(opts), processors(procs), slots(procs), budget(opts.max_threads), blocking_pool(*this, budget) {
@@ -201,7 +207,13 @@ void core_submit(RuntimeCore* core, Task<> task) noexcept {
 
 void core_submit_outside(RuntimeCore* core, Task<> task) noexcept {
   RawTask raw = std::move(task).into_raw();
-  if (core->injector.push(raw))
+  bool pushed = false;
+  try {
+    pushed = core->injector.push(raw);
+  } catch (const std::bad_alloc&) {
+    die_out_of_memory("growing the runtime's global queue (a task spawned or woken outside its workers)");
+  }
+  if (pushed)
     core->wakep();
   else
     drop_task(raw);  // shut down: the future is destroyed, its handle yields "canceled"
@@ -221,7 +233,13 @@ void push_back_local(Worker* w, RawTask task) noexcept {
     RawTask batch[decltype(w->local)::capacity / 2];
     const std::uint32_t n = w->local.take_half_for_spill(batch);
     if (n == 0) continue;
-    if (w->core->injector.push_batch(batch, batch + n))
+    bool pushed = false;
+    try {
+      pushed = w->core->injector.push_batch(batch, batch + n);
+    } catch (const std::bad_alloc&) {
+      die_out_of_memory("growing the runtime's global queue (a worker's full queue spilling)");
+    }
+    if (pushed)
       w->core->wakep();
     else
       for (std::uint32_t i = 0; i < n; ++i) drop_task(batch[i]);

@@ -182,6 +182,11 @@ extern thread_local Worker* current_worker;
 // yield_requested (set by yield_now and by a spent budget for the schedule call that follows
 // on this thread) and the budget itself live in karx.task (impl/task/coop.cppm).
 
+// The runtime's own queues run out of memory on a path that cannot report it (a schedule
+// call, a wake): says so on stderr and aborts. Only the injector's overflow and the idle list
+// allocate, and only beyond what they have held before (impl/executor/runtime_core.cpp).
+[[noreturn]] void die_out_of_memory(const char* where) noexcept;
+
 void run_task(Worker* w, RawTask task) noexcept;
 void push_local(Worker* w, RawTask task) noexcept;       // into runnext (the previous one queues)
 void push_back_local(Worker* w, RawTask task) noexcept;  // to the back of the local queue

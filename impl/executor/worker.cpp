@@ -11,7 +11,9 @@ module;
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -63,7 +65,13 @@ RawTask take_from_injector(Worker* w) noexcept {
   for (std::size_t i = 1; i < n; ++i) {
     if (!w->local.push(batch[i])) {
       // Cannot happen (we counted the room, and only we push here), but never lose a task.
-      if (!core.injector.push_batch(batch + i, batch + n))
+      bool pushed = false;
+      try {
+        pushed = core.injector.push_batch(batch + i, batch + n);
+      } catch (const std::bad_alloc&) {
+        die_out_of_memory("growing the runtime's global queue (a batch put back)");
+      }
+      if (!pushed)
         for (std::size_t k = i; k < n; ++k) drop_task(batch[k]);
       break;
     }
@@ -163,16 +171,32 @@ RawTask find_work(Worker* w) noexcept {
   return steal(w);
 }
 
-// Moves everything queued on this worker to the injector (it is about to stop running tasks).
+// Moves everything queued on this worker to the injector (it is about to stop running tasks),
+// a batch at a time from a buffer on the stack: nothing here allocates but the injector.
 void spill_all(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
-  std::vector<RawTask> tasks;
-  if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) tasks.push_back(t);
-  while (std::optional<RawTask> t = w->local.pop()) tasks.push_back(*t);
-  if (tasks.empty()) return;
-  if (!core.injector.push_batch(tasks.begin(), tasks.end()))
-    for (RawTask t : tasks) drop_task(t);
-  core.wakep();
+  RawTask batch[64];
+  std::size_t n = 0;
+  bool any = false;
+  auto flush = [&] {
+    bool pushed = false;
+    try {
+      pushed = core.injector.push_batch(batch, batch + n);
+    } catch (const std::bad_alloc&) {
+      die_out_of_memory("growing the runtime's global queue (a worker handing its queue over)");
+    }
+    if (!pushed)
+      for (std::size_t i = 0; i < n; ++i) drop_task(batch[i]);
+    any = any || n > 0;
+    n = 0;
+  };
+  if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) batch[n++] = t;
+  while (std::optional<RawTask> t = w->local.pop()) {
+    batch[n++] = *t;
+    if (n == std::size(batch)) flush();
+  }
+  if (n > 0) flush();
+  if (any) core.wakep();
 }
 
 // After a poll whose slot was revoked: take a free slot back (Go's exitsyscall fast path),

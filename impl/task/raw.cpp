@@ -14,6 +14,7 @@ module;
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
+#include <vector>
 module karx.task;
 
 namespace karx::detail {
@@ -322,7 +323,13 @@ bool run(Header* h) {
   return false;
 }
 
-void cancel_task(Header* h) noexcept {
+namespace {
+
+// Cancels started while a cancel runs on this thread, for the outermost cancel to run (null
+// when no cancel runs here). See cancel_task.
+thread_local constinit std::vector<Header*>* nested_cancels = nullptr;
+
+void cancel_task_now(Header* h) noexcept {
   // A Task exists, so the task is not completed; close it unless the handle already did.
   std::size_t state = h->state.load(std::memory_order_acquire);
   while ((state & (COMPLETED | CLOSED)) == 0) {
@@ -334,6 +341,35 @@ void cancel_task(Header* h) noexcept {
   state = h->state.fetch_and(~SCHEDULED, std::memory_order_acq_rel);
   if ((state & AWAITER) != 0) notify_awaiter(h, nullptr);
   drop_ref(h);
+}
+
+}  // namespace
+
+// A cancel can lead to another on the same thread: destroying the future drops handles and
+// wakers, and notifying the awaiter wakes a task whose schedule function may drop it (a closed
+// executor, a runtime shutting down), which cancels it, which notifies its own awaiter... For
+// a chain of tasks each awaiting the next, that is a stack frame set per link, and a stack
+// overflow for deep chains. So a cancel that starts while another runs on this thread is only
+// queued, and the outermost one runs the queue before it returns: the recursion becomes a loop,
+// and every future is still destroyed before the outermost cancel returns.
+void cancel_task(Header* h) noexcept {
+  if (nested_cancels != nullptr) {
+    try {
+      nested_cancels->push_back(h);
+    } catch (...) {
+      die("out of memory queueing a task's cancellation (a cancel inside a cancel)");
+    }
+    return;
+  }
+  std::vector<Header*> queue;
+  nested_cancels = &queue;
+  cancel_task_now(h);
+  while (!queue.empty()) {
+    Header* next = queue.back();
+    queue.pop_back();
+    cancel_task_now(next);
+  }
+  nested_cancels = nullptr;
 }
 
 HandlePoll poll_handle(Header* h, Context& cx) {
