@@ -136,6 +136,11 @@ void BlockingPool::wait_for_threads() noexcept {
   exited_.wait(lock, [&] { return threads_ == 0; });
 }
 
+bool BlockingPool::has_threads() noexcept {
+  std::lock_guard lock(mutex_);
+  return threads_ != 0;
+}
+
 std::deque<RawTask> BlockingPool::take_queued() noexcept {
   std::deque<RawTask> queued;
   std::lock_guard lock(mutex_);

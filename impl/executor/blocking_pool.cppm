@@ -39,6 +39,7 @@ class BlockingPool {
   // then take what is still queued, to drop it.
   void close() noexcept;
   void wait_for_threads() noexcept;
+  bool has_threads() noexcept;  // some pool thread has not returned yet
   std::deque<RawTask> take_queued() noexcept;
 
  private:

@@ -356,44 +356,82 @@ void RuntimeCore::shutdown() noexcept {
         stderr);
     std::abort();
   }
+  // 1. Tell everyone. From here on a spawn throws, a wake or a schedule call drops its task
+  //    (the injector is closed: core_submit_outside), no worker takes a new task (they look
+  //    at shutting_down before each), no thread starts, and no guest joins.
   {
     const IdleList::Lock lock = idle.lock();
     shutting_down.store(true, std::memory_order_seq_cst);
     idle.for_each(lock, [](Worker* w) { w->parker.unpark(); });
   }
+  for (RawTask t : injector.close()) drop_task(t);
   blocking_pool.close();
+  for (unsigned i = 0, n = workers.size(); i < n; ++i) workers[i]->parker.unpark();
 
-  // Wait for polls in progress to return: every worker thread ends after its current poll.
-  const unsigned n = workers.size();
-  for (unsigned i = 0; i < n; ++i) {
-    workers[i]->parker.unpark();
-    if (workers[i]->thread.joinable()) workers[i]->thread.join();
+  // 2. Release every thread that waits for a task that will now never run, before waiting for
+  //    any thread: a task, a spawn_blocking closure or a guest blocked in block_on on one of
+  //    this runtime's tasks. Cancel what is queued and wake what is listed (its schedule call
+  //    drops it): a canceled task's handle yields "canceled", which wakes whoever waits on it.
+  //    Repeated while threads still run, for a poll in progress may queue or list more until
+  //    it sees shutting_down. Polls that block on something else are waited for: ~Runtime
+  //    waits for polls in progress to return.
+  for (int quiet_rounds = 0;;) {
+    drop_queued_tasks();
+    const bool found = wake_listed_tasks();
+    if (!threads_still_running()) break;
+    if (found) {
+      quiet_rounds = 0;
+    } else if (quiet_rounds++ < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
   }
+
+  // 3. Every worker thread and pool thread has returned and every guest has left: join them.
+  for (unsigned i = 0, n = workers.size(); i < n; ++i)
+    if (workers[i]->thread.joinable()) workers[i]->thread.join();
   monitor.stop();
   blocking_pool.wait_for_threads();
 
-  // Destroy what is queued: the futures go, their handles yield "canceled".
-  for (unsigned i = 0; i < n; ++i) {
-    Worker& w = *workers[i];
-    if (RawTask t = w.runnext.exchange(nullptr, std::memory_order_acq_rel)) drop_task(t);
-    while (auto t = w.local.pop()) drop_task(*t);
+  // 4. What the last polls queued or listed: drop and wake until none of ours is listed. A task
+  //    woken by another thread just before ours was a no-op has its future destroyed on that
+  //    thread (its schedule call finds the injector closed), and no future of this runtime may
+  //    outlive its destructor. Nothing can stay listed: every queue is drained and closed, no
+  //    thread of ours runs, and a task is unlisted once its future is gone.
+  for (int quiet_rounds = 0;;) {
+    drop_queued_tasks();
+    if (!wake_listed_tasks()) break;
+    if (quiet_rounds++ < 64)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
-  for (RawTask t : injector.close()) drop_task(t);
-  for (RawTask t : blocking_pool.take_queued()) drop_task(t);
+}
 
-  // Tasks that wait on a waker held elsewhere (listed, see core.cppm): wake each one; its
-  // schedule call finds the injector closed and drops it, which destroys its future and
-  // unlists it. A visit of the listing keeps each listed task alive while we take a reference
-  // to it, but must not drop one (listing.cppm), so the wakers are gathered first, a batch at
-  // a time, and woken after the visit. The walk is repeated until it finds none of ours: a
-  // task woken by another thread just before ours was a no-op has its future destroyed on
-  // that thread (its schedule call finds the injector closed), and no future of this runtime
-  // may outlive its destructor. Nothing can stay listed: every queue is drained and closed,
-  // no worker runs, and a task is unlisted once its future is gone.
+// Cancels every task in a queue: the workers' (which may still be running a poll: we take
+// from their queues as a thief does) and the blocking pool's.
+void RuntimeCore::drop_queued_tasks() noexcept {
+  for (unsigned i = 0, n = workers.size(); i < n; ++i) {
+    Worker& w = *workers[i];
+    if (w.runnext.load(std::memory_order_relaxed) != nullptr)
+      if (RawTask t = w.runnext.exchange(nullptr, std::memory_order_acq_rel)) drop_task(t);
+    while (std::optional<RawTask> t = w.local.steal_one()) drop_task(*t);
+  }
+  for (RawTask t : injector.close()) drop_task(t);  // closed already; a pusher racing the close
+  for (RawTask t : blocking_pool.take_queued()) drop_task(t);
+}
+
+// Tasks that wait on a waker held elsewhere (listed, see core.cppm): wakes each one; its
+// schedule call finds the injector closed and drops it, which destroys its future and unlists
+// it. A visit of the listing keeps each listed task alive while we take a reference to it, but
+// must not drop one (listing.cppm), so the wakers are gathered first, a batch at a time (no
+// allocation on this path), and woken after the visit. True if any of ours was found.
+bool RuntimeCore::wake_listed_tasks() noexcept {
   struct IdleBatch {
     RuntimeCore* core;
     std::size_t count = 0;
-    std::array<std::optional<Waker>, 256> wakers{};  // no allocation on this path: a batch at a time
+    std::array<std::optional<Waker>, 256> wakers{};
 
     static bool take(void* block, void* context) noexcept {
       auto& batch = *static_cast<IdleBatch*>(context);
@@ -407,19 +445,27 @@ void RuntimeCore::shutdown() noexcept {
       return batch.count < batch.wakers.size();
     }
   };
-  for (int quiet_rounds = 0;;) {
+  bool found = false;
+  for (;;) {
     IdleBatch batch{this};
     visit_listed_task_blocks(&IdleBatch::take, &batch);
-    if (batch.count == 0) break;
+    found = found || batch.count > 0;
     for (std::size_t i = 0; i < batch.count; ++i) std::move(*batch.wakers[i]).wake_and_release();
-    if (batch.count == batch.wakers.size()) continue;  // more may be waiting for the next batch
-    // All found were woken: ours are unlisted by now, unless another thread is destroying
-    // them. Give it time, yielding at first.
-    if (quiet_rounds++ < 64)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (batch.count < batch.wakers.size()) return found;  // else more may wait for the next batch
   }
+}
+
+// Whether a worker thread, a pool thread or a guest still runs (and may touch the core).
+bool RuntimeCore::threads_still_running() noexcept {
+  {
+    const IdleList::Lock lock = idle.lock();
+    if (guests != 0) return true;
+    for (unsigned i = 0, n = workers.size(); i < n; ++i) {
+      const Worker& w = *workers[i];
+      if (!w.guest && w.thread.joinable() && !w.exited) return true;
+    }
+  }
+  return blocking_pool.has_threads();
 }
 
 }  // namespace karx::detail

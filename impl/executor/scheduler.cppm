@@ -133,6 +133,9 @@ class RuntimeCore {
   std::atomic<int> revoked_workers{0};
 
   alignas(64) IdleList idle;  // parked workers without a slot (idle_list.cppm); its lock guards the registry too
+  // Threads inside Runtime::block_on as guests (under idle.lock()): shutdown waits until none
+  // is left, for a guest touches the core until it has left (guest_leave).
+  unsigned guests = 0;
   std::atomic<std::uint64_t> blocked_handoffs{0};  // the thread was blocked (or said it would be)
   std::atomic<std::uint64_t> busy_handoffs{0};     // a CPU-bound poll ran past the threshold
   // Workers whose slot was taken from a CPU-bound poll still running: each keeps a core busy
@@ -162,6 +165,10 @@ class RuntimeCore {
   Worker* register_worker() noexcept;  // under idle.lock(): an exited struct or a new one
   void worker_main(Worker* w) noexcept;
   void shutdown() noexcept;
+  // Shutdown's steps (runtime_core.cpp).
+  void drop_queued_tasks() noexcept;
+  bool wake_listed_tasks() noexcept;  // true if it found any of ours
+  bool threads_still_running() noexcept;
   void ask_for_retry() noexcept { monitor.ask_for_retry(); }  // work waits for a thread
   void trim_idle_worker() noexcept;                           // at the cap: an idle spare worker exits
   RuntimeMetrics metrics() const noexcept;

@@ -411,7 +411,10 @@ Worker* guest_enter(RuntimeCore* core) noexcept {
   {
     const IdleList::Lock lock = core->idle.lock();
     w = core->register_worker();
-    if (w != nullptr) w->guest = true;
+    if (w != nullptr) {
+      w->guest = true;
+      ++core->guests;
+    }
   }
   if (w == nullptr) {
     core->slots.give_back();
@@ -486,6 +489,7 @@ void guest_leave(Worker* w) noexcept {
   current_worker = nullptr;
   const IdleList::Lock lock = core.idle.lock();
   w->exited = true;
+  --core.guests;  // the last touch of the core (shutdown waits for it under the same lock)
 }
 
 }  // namespace karx::detail

@@ -146,6 +146,20 @@ class RunQueue {
     return newest;
   }
 
+  // Any thread but the owner: takes the oldest item, as a steal of one (the runtime's shutdown
+  // empties the queues of workers that may still be running a poll).
+  std::optional<T> steal_one() noexcept {
+    for (;;) {
+      std::uint32_t h = head_.load(std::memory_order_acquire);
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // as in steal_into
+      const std::uint32_t t = tail_.load(std::memory_order_acquire);
+      const std::uint32_t n = t - h;
+      if (n == 0 || n > Capacity) return std::nullopt;
+      const T item = slots_[h & kMask].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_strong(h, h + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) return item;
+    }
+  }
+
   // Any thread; a snapshot that may be stale by the time it returns.
   std::uint32_t size() const noexcept {
     const std::uint32_t h = head_.load(std::memory_order_acquire);
