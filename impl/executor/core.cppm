@@ -82,6 +82,15 @@ class CurrentRuntimeScope {
 // On a worker thread inside a poll: gives up the processor before a call known to block
 // (karx::blocking). Returns false elsewhere.
 bool enter_blocking() noexcept;
+// karx::block_on on a worker of a runtime, inside a poll, while its future is pending and
+// `woken` is still 0: runs one task queued on this worker (or in the global queue) nested in
+// the poll, or waits up to a millisecond for `woken`. The worker helps rather than sleeps, as
+// oneTBB's wait does, so a task that block_ons needs no other thread (none may be left at the
+// thread cap) and its processor keeps working. Returns false where it cannot help (not on a
+// worker, not inside a poll, nested too deep, its slot handed off, shutting down): the caller
+// then sleeps until woken.
+bool help_while_blocked(std::atomic<std::uint32_t>& woken) noexcept;
+
 // yield_now: the next schedule of the current task from this thread goes behind the tasks
 // already queued, not next. It happens when the poll returns (a task woken while it runs is
 // scheduled then), and the worker clears the request after every poll. Off the runtime's

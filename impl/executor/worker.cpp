@@ -316,6 +316,30 @@ bool core_run_here(RuntimeCore* core, RawTask child) noexcept {
   return ran;
 }
 
+bool help_while_blocked(std::atomic<std::uint32_t>& woken) noexcept {
+  Worker* w = current_worker;
+  if (w == nullptr || nested_depth >= kMaxNested || !PollWord::in_poll(w->poll.seq()) || w->poll.claimed() ||
+      w->core->shutting_down.load(std::memory_order_relaxed))
+    return false;
+  RawTask task = nullptr;
+  if (w->runnext.load(std::memory_order_relaxed) != nullptr)
+    task = w->runnext.exchange(nullptr, std::memory_order_acq_rel);
+  if (task == nullptr)
+    if (std::optional<RawTask> t = w->local.pop_newest()) task = *t;
+  if (task == nullptr)
+    if (std::optional<RawTask> t = w->core->injector.pop()) task = *t;
+  if (task != nullptr) {
+    run_nested(w, task);
+    return true;
+  }
+  // Nothing to run: wait a little for the wake, then look again (work that arrives in the
+  // global queue wakes idle workers, not this one). A new poll for the monitor's clock: a
+  // worker that waits here keeps its processor, and helps with it.
+  w->poll.nest();
+  wait_on_word(woken, 0, std::chrono::milliseconds(1));
+  return true;
+}
+
 namespace {
 
 // Runs a task found by find_work on a worker holding a slot. False if the slot was revoked

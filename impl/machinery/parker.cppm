@@ -37,6 +37,17 @@ inline void futex_wake_one(std::atomic<std::uint32_t>& word) {
 
 export namespace karx::detail {
 
+// A futex on a 32-bit word for one-off waits (karx::block_on's wake flag): waits while `word`
+// holds `expected`, at most `timeout` (negative: forever); returns on a wake, a change, a
+// signal or the timeout alike (callers re-check). The waking side stores, then wakes all.
+inline void wait_on_word(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                         std::chrono::nanoseconds timeout) noexcept {
+  futex_wait(word, expected, timeout);
+}
+inline void wake_word_waiters(std::atomic<std::uint32_t>& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
+}
+
 // steady_clock::now() + `timeout`, or the end of time if that sum would overflow (an option
 // like idle_thread_timeout = nanoseconds::max() means "never").
 inline std::chrono::steady_clock::time_point saturating_deadline(std::chrono::nanoseconds timeout) noexcept {

@@ -2,7 +2,9 @@
 // runtime and exec, block_on, blocking, yield_now.
 module;
 #include <atomic>
+#include <chrono>
 #include <concepts>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -11,6 +13,7 @@ module;
 #include <utility>
 export module karx.executor:runtime;
 import karx.task;
+import karx.machinery;
 import :core;
 import :options;
 
@@ -43,9 +46,10 @@ struct YieldNow {
   }
 };
 
-// block_on's signal: the waker sets the flag and wakes the blocked thread.
+// block_on's signal: the waker sets the flag and wakes the blocked thread (a futex on the
+// flag itself: the waiting side may also wait with a timeout, which std::atomic::wait lacks).
 struct BlockOnSignal {
-  std::atomic<bool> woken{false};
+  std::atomic<std::uint32_t> woken{0};
 };
 
 // Runtime::block_on on a guest worker: between polls of `future` the thread runs tasks.
@@ -96,14 +100,15 @@ output_of<F> guest_block_on(Worker* guest, F future) {
 export namespace karx {
 
 // Runs `future` on the calling thread until it completes, sleeping while it is pending. Works
-// anywhere: on a plain thread with no runtime, and inside a task (a worker blocked here is
-// detected by the monitor, which hands its processor to another thread).
+// anywhere: on a plain thread with no runtime, and inside a task, where the worker runs its
+// other queued tasks while it waits (detail::help_while_blocked) instead of sleeping.
 template <Future F>
 output_of<F> block_on(F future) {
   auto signal = std::make_shared<detail::BlockOnSignal>();
   Waker waker = waker_fn([signal] {
-    signal->woken.store(true, std::memory_order_release);
-    signal->woken.notify_one();
+    // release: what made the future ready is visible to the re-poll (acquire below).
+    signal->woken.store(1, std::memory_order_release);
+    detail::wake_word_waiters(signal->woken);
   });
   Context cx(waker);
   for (;;) {
@@ -114,8 +119,10 @@ output_of<F> block_on(F future) {
       else
         return std::move(p).value();
     }
-    signal->woken.wait(false, std::memory_order_acquire);
-    signal->woken.store(false, std::memory_order_relaxed);
+    while (signal->woken.load(std::memory_order_acquire) == 0)
+      if (!detail::help_while_blocked(signal->woken))
+        detail::wait_on_word(signal->woken, 0, std::chrono::nanoseconds(-1));
+    signal->woken.store(0, std::memory_order_relaxed);
   }
 }
 
@@ -147,8 +154,8 @@ class Runtime {
   }
 
   template <Future F>
-    requires std::move_constructible<F>  // and so a non-throwing destructor
-  JoinHandle<output_of<F>> spawn(F future) {
+  requires std::move_constructible<F>  // and so a non-throwing destructor
+      JoinHandle<output_of<F>> spawn(F future) {
     detail::core_begin_spawn(core_);
     detail::TaskTicket ticket(core_, detail::TaskTicket::Counted{});  // gives the count back if spawn throws
     auto [task, handle] = karx::spawn(std::move(future), detail::ScheduleOnRuntime{std::move(ticket)});
@@ -161,8 +168,8 @@ class Runtime {
   // outside the runtime's workers, the calling thread takes a free processor while it waits
   // and runs tasks itself (the root first), so a small job runs without waking a worker.
   template <Future F>
-    requires std::move_constructible<F>  // and so a non-throwing destructor
-  output_of<F> block_on(F future) {
+  requires std::move_constructible<F>  // and so a non-throwing destructor
+      output_of<F> block_on(F future) {
     detail::CurrentRuntimeScope current(this);
     detail::GuestScope guest(core_);
     auto handle = spawn(std::move(future));
@@ -198,8 +205,8 @@ class Runtime {
 // spawn_on for the runtime: its tasks carry the runtime's own bookkeeping (shutdown reaches
 // them, metrics count them), so this is Runtime::spawn.
 template <Future F>
-  requires std::move_constructible<F>  // and so a non-throwing destructor
-JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
+requires std::move_constructible<F>  // and so a non-throwing destructor
+    JoinHandle<output_of<F>> spawn_on(Runtime& runtime, F future) {
   return runtime.spawn(std::move(future));
 }
 
@@ -209,8 +216,8 @@ Runtime& global_runtime();
 
 // Spawns onto Runtime::current(): the runtime whose task is calling, else the global one.
 template <Future F>
-  requires std::move_constructible<F>  // and so a non-throwing destructor
-JoinHandle<output_of<F>> exec(F future) {
+requires std::move_constructible<F>  // and so a non-throwing destructor
+    JoinHandle<output_of<F>> exec(F future) {
   Runtime* current = Runtime::current();
   return (current != nullptr ? *current : global_runtime()).spawn(std::move(future));
 }

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -510,8 +512,8 @@ TEST(Runtime, BlockOnInsideATaskWorks) {
 
 karx::Async<long> blocks_on_a_sleeping_sibling(karx::Runtime* rt) {
   // The sibling sleeps (it returns pending at first): the join runs it once here, then this
-  // worker sleeps in block_on until the sibling is done; the monitor hands its processor to
-  // another worker, which runs the sibling's second poll.
+  // worker waits in block_on, running what else is queued (the sibling, once its timer wakes
+  // it through the global queue) rather than sleeping.
   co_return karx::block_on(rt->spawn([]() -> karx::Async<long> {
     co_await karx::sleep_for(std::chrono::milliseconds(20));
     co_return 169;
@@ -519,13 +521,48 @@ karx::Async<long> blocks_on_a_sleeping_sibling(karx::Runtime* rt) {
       .value();
 }
 
-TEST(Runtime, BlockOnInsideATaskWaitsForATaskThatSleepsAndHandsTheProcessorOver) {
+// At the thread cap (one worker and the monitor: no thread to hand a processor to), a task
+// that block_ons a sleeping task of its own runtime used to deadlock: its worker slept, the
+// monitor handed its processor off to no one, and the woken task waited in the global queue
+// for ever. The waiting worker now runs it itself.
+TEST(Runtime, BlockOnInsideATaskAtTheThreadCapCompletesWithoutAnotherThread) {
   karx::RuntimeOptions o;
   o.processors = 1;
+  o.max_threads = 2;
   o.blocking_threshold = std::chrono::milliseconds(5);
   karx::Runtime rt(o);
-  EXPECT_EQ(rt.block_on(blocks_on_a_sleeping_sibling(&rt)), 169);
-  EXPECT_GE(rt.metrics().handoffs, 1u);
+  // Spawned (not block_on'd from here): the task runs on the runtime's one worker thread.
+  auto handle = rt.spawn(blocks_on_a_sleeping_sibling(&rt));
+  std::future<std::optional<long>> result =
+      std::async(std::launch::async, [&] { return karx::block_on(std::move(handle)); });
+  if (result.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: block_on inside a task at the thread cap deadlocked\n");
+    std::_Exit(1);
+  }
+  EXPECT_EQ(result.get(), std::optional<long>(169));
+  EXPECT_EQ(rt.metrics().handoffs, 0u);  // it helped rather than handing its processor off
+}
+
+// While a task waits in block_on, other tasks queued on its worker keep running on it.
+karx::Async<int> waits_for_a_flag_set_by_another_task(karx::Runtime* rt, std::atomic<bool>* flag) {
+  auto setter = rt->spawn([](std::atomic<bool>* f) -> karx::Async<void> {
+    co_await karx::sleep_for(std::chrono::milliseconds(5));
+    f->store(true);
+  }(flag));
+  setter.detach();
+  // The setter needs this worker (the only one, and no thread is left to start another).
+  karx::block_on(karx::sleep_for(std::chrono::milliseconds(30)));  // long enough for the setter
+  co_return flag->load() ? 1 : 0;
+}
+
+TEST(Runtime, AWorkerWaitingInBlockOnRunsTheOtherTasksOfItsQueue) {
+  karx::RuntimeOptions o;
+  o.processors = 1;
+  o.max_threads = 2;
+  karx::Runtime rt(o);
+  std::atomic<bool> flag{false};
+  auto handle = rt.spawn(waits_for_a_flag_set_by_another_task(&rt, &flag));  // on the one worker
+  EXPECT_EQ(karx::block_on(std::move(handle)), std::optional<int>(1));
 }
 
 }  // namespace
