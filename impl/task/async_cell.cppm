@@ -80,7 +80,7 @@ struct AsyncCell {
   }
 
   static void drop_future(Header* h) noexcept {
-    frame(h).destroy();
+    destroy_unfinished_frame(frame(h), FrameDestroy::now);  // the frame is in the task's block
     hook_future_destroyed<AsyncCell>(of(h)->schedule_fn, h);
   }
 

@@ -37,6 +37,17 @@ struct AsyncRoot {
   AsyncLeaf* leaf = nullptr;  // null: the chain is not suspended on a leaf (not started yet)
 };
 
+// Destroys a frame that has not finished (an Async dropped before completion, or a spawned
+// Async's task canceled). Destroying a suspended frame destroys the Async it awaits, and so on
+// down the chain: one nested destroy per frame. Beyond kMaxNestedFrameDestroys nested on this
+// thread, a frame's destruction is queued instead and run by the outermost destroy once the
+// frame above it is gone, so a chain of any depth is torn down in bounded stack. (Up to that
+// depth the order is exactly the language's: a child before the rest of its parent.)
+// A frame that lives in a task's block (a spawned Async's root) is destroyed `now` whatever the
+// depth: the task frees the block right after. impl/task/async.cpp.
+enum class FrameDestroy { may_queue, now };
+void destroy_unfinished_frame(std::coroutine_handle<> frame, FrameDestroy when = FrameDestroy::may_queue) noexcept;
+
 class AsyncPoll;
 // The chain poll in progress on this thread (null between polls). constinit and trivially
 // destructible: an access is one thread-pointer-relative load, with no initialization guard.

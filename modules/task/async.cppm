@@ -145,10 +145,8 @@ struct AsyncPromise : AsyncPromiseAlloc<T> {
   std::optional<T> value;
   Async<T> get_return_object() noexcept;
   template <class U = T>
-    requires std::is_constructible_v<T, U&&>
-  void return_value(U&& v) {
-    value.emplace(std::forward<U>(v));
-  }
+  requires std::is_constructible_v<T, U&&>
+  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
 };
 
 template <>
@@ -233,7 +231,7 @@ class Async {
   explicit Async(handle_type h) noexcept : h_(h) {}
 
   void reset() noexcept {
-    if (h_) std::exchange(h_, nullptr).destroy();
+    if (h_) detail::destroy_unfinished_frame(std::exchange(h_, nullptr));
   }
 
   // co_await of an Async inside another: run it as a child frame of the same chain.

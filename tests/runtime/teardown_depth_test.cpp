@@ -22,6 +22,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kDepth = 1'000'000;
+constexpr int kInlineDepth = kDepth;
 
 struct Counts {
   std::atomic<int> built{0};
@@ -118,6 +119,47 @@ TEST(TeardownDepth, AClosedExecutorDroppingWokenTasksTearsDownAMillionDeepChain)
   gate.reset();
   EXPECT_EQ(counts.destroyed.load(), kDepth + 1);
   EXPECT_FALSE(karx::block_on(std::move(root_handle)).has_value());  // canceled
+}
+
+}  // namespace
+
+namespace {
+
+// A chain of Asyncs each awaiting the next inline (co_await of an Async, one task), suspended
+// at the bottom on a future that never completes, then destroyed: each frame's destruction
+// destroys the frame it awaits. Iteratively beyond a bounded depth, so a million-deep chain
+// does not overflow the stack.
+karx::Async<int> inline_link(int n, Counts* counts) {
+  CountDestruction guard{counts};
+  counts->built.fetch_add(1, std::memory_order_relaxed);
+  if (n == 0) {
+    std::optional<karx::Waker> never;
+    co_await Gate{&never};
+    co_return 0;
+  }
+  co_return 1 + co_await inline_link(n - 1, counts);
+}
+
+TEST(TeardownDepth, DestroyingAMillionDeepSuspendedAsyncChainDoesNotRecurse) {
+  Counts counts;
+  {
+    karx::Async<int> chain = inline_link(kInlineDepth, &counts);
+    karx::Waker waker = karx::noop_waker();
+    karx::Context cx(waker);
+    EXPECT_TRUE(chain.poll(cx).is_pending());
+    ASSERT_EQ(counts.built.load(), kInlineDepth + 1);
+  }
+  EXPECT_EQ(counts.destroyed.load(), kInlineDepth + 1);
+}
+
+TEST(TeardownDepth, ARuntimeTaskHoldingAMillionDeepAsyncChainIsTornDown) {
+  Counts counts;
+  {
+    karx::Runtime rt(karx::RuntimeOptions{.processors = 1});
+    rt.spawn(inline_link(kDepth, &counts)).detach();
+    while (counts.built.load() < kDepth + 1) std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(counts.destroyed.load(), kDepth + 1);
 }
 
 }  // namespace
