@@ -431,17 +431,19 @@ bool RuntimeCore::wake_listed_tasks() noexcept {
   struct IdleBatch {
     RuntimeCore* core;
     std::size_t count = 0;
+    bool held_alone = false;  // one of ours could not be referenced now: look again
     std::array<std::optional<Waker>, 256> wakers{};
 
     static bool take(void* block, void* context) noexcept {
       auto& batch = *static_cast<IdleBatch*>(context);
       const auto& ticket = *reinterpret_cast<const TaskTicket*>(static_cast<char*>(block) + kTicketOffset);
       if (ticket.get() != batch.core) return true;  // another runtime's
-      // Borrow the header as a Task just to make a waker (one reference), then let go of the
-      // borrow without dropping a reference it never took.
-      Task<> borrowed = Task<>::from_raw(block);
-      batch.wakers[batch.count++].emplace(borrowed.waker());
-      (void)std::move(borrowed).into_raw();
+      const RawWaker reference = reference_listed_task(block);
+      if (reference.vtable == nullptr) {
+        batch.held_alone = true;  // queued or running with its one holder: it comes to us later
+        return true;
+      }
+      batch.wakers[batch.count++].emplace(Waker::from_raw(reference));
       return batch.count < batch.wakers.size();
     }
   };
@@ -449,7 +451,7 @@ bool RuntimeCore::wake_listed_tasks() noexcept {
   for (;;) {
     IdleBatch batch{this};
     visit_listed_task_blocks(&IdleBatch::take, &batch);
-    found = found || batch.count > 0;
+    found = found || batch.count > 0 || batch.held_alone;
     for (std::size_t i = 0; i < batch.count; ++i) std::move(*batch.wakers[i]).wake_and_release();
     if (batch.count < batch.wakers.size()) return found;  // else more may wait for the next batch
   }

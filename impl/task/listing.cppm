@@ -13,6 +13,7 @@
 module;
 #include <cstddef>
 export module karx.task:listing;
+import karx.waker;
 
 // Exported for the executors built into karx (the runtime is its one user), not for users.
 export namespace karx::detail {
@@ -33,9 +34,19 @@ void unlist_task_block(TaskBlock block) noexcept;
 // Calls visit(block, context) for every block listed before the call and still listed, and
 // perhaps for some listed meanwhile, until visit returns false. During the call the block is
 // listed, so its task is alive (its unlister waits): visit may read it and take a reference
-// to it. It must not drop a reference, or wait for anything another thread's unlist could
+// to it with reference_listed_task (not a plain clone: see there). It must not drop a reference, or wait for anything another thread's unlist could
 // hold up (the unlist waits for this visit to end).
 using ListedBlockVisitor = bool (*)(void* block, void* context) noexcept;
 void visit_listed_task_blocks(ListedBlockVisitor visit, void* context) noexcept;
+
+// Inside a visit: a new reference to the listed task at `block`, as the RawWaker that owns it,
+// or an empty RawWaker if the task cannot take one now. The visitor holds no reference, and
+// the state machine writes the state word with a plain store (not an RMW) where it knows one
+// party holds the task alone: a run's start, end and reschedule with one reference and no
+// handle, and the last reference's final schedule. An increment there would be lost. So the
+// reference is taken by CAS, and only outside those windows: the task is then queued, running
+// or being scheduled by its one holder, who deals with it, and the visitor comes back later.
+// impl/task/raw.cpp.
+RawWaker reference_listed_task(void* block) noexcept;
 
 }  // namespace karx::detail

@@ -200,6 +200,29 @@ void wake(const void* data) {
 
 Waker task_waker(Header* h) { return Waker::from_raw(clone_waker(h)); }
 
+RawWaker reference_listed_task(void* block) noexcept {
+  Header* h = static_cast<Header*>(block);
+  std::size_t state = h->state.load(std::memory_order_acquire);
+  for (;;) {
+    const std::size_t refs = state & REFERENCE_MASK;
+    // The plain-store windows (see listing.cppm): no reference and no handle left (drop_ref's
+    // final schedule or free), or queued or running with its one reference and no handle or
+    // awaiter (run's exclusive paths). (A handle's sole-owner take needs COMPLETED, and a
+    // listed task never is: its future is destroyed, and it unlisted, first.) An idle task
+    // with no reference but its handle is no window: nobody may store to it then.
+    const bool held_alone =
+        (refs == 0 && (state & HANDLE) == 0) ||
+        ((state & (SCHEDULED | RUNNING)) != 0 && (state & (HANDLE | AWAITER)) == 0 && refs == REFERENCE);
+    if (held_alone) return RawWaker{};
+    if (state > kMaxState) die("task reference count overflow");
+    // relaxed on success, as clone_waker: the task is alive (listed, see listing.cppm) and the
+    // increment publishes nothing. A CAS, not an add: it must fail if the state moved into a
+    // window meanwhile.
+    if (h->state.compare_exchange_weak(state, state + REFERENCE, std::memory_order_relaxed, std::memory_order_acquire))
+      return RawWaker{h, &task_waker_vtable};
+  }
+}
+
 bool run(Header* h) {
   const TaskVTable* vt = h->vtable;
 
