@@ -80,7 +80,11 @@ struct AsyncCell {
   }
 
   static void drop_future(Header* h) noexcept {
-    destroy_unfinished_frame(frame(h), FrameDestroy::now);  // the frame is in the task's block
+    const Frame f = frame(h);
+    if (f.done())
+      f.destroy();  // finished (the common case): it holds no suspended child
+    else
+      destroy_unfinished_frame(f, FrameDestroy::now);  // the frame is in the task's block
     hook_future_destroyed<AsyncCell>(of(h)->schedule_fn, h);
   }
 

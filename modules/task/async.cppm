@@ -231,7 +231,13 @@ class Async {
   explicit Async(handle_type h) noexcept : h_(h) {}
 
   void reset() noexcept {
-    if (h_) detail::destroy_unfinished_frame(std::exchange(h_, nullptr));
+    if (!h_) return;
+    // A finished frame (an awaited child's, once it returned) holds no suspended child: plain
+    // destroy. Only an unfinished one can start a chain of destructions (chain.cppm).
+    if (h_.done())
+      std::exchange(h_, nullptr).destroy();
+    else
+      detail::destroy_unfinished_frame(std::exchange(h_, nullptr));
   }
 
   // co_await of an Async inside another: run it as a child frame of the same chain.
