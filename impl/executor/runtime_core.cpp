@@ -54,9 +54,12 @@ std::chrono::milliseconds schedtrace_from_environment() {
   const char* text = std::getenv("KARX_SCHEDTRACE");
   if (text == nullptr || *text == '\0') return std::chrono::milliseconds(0);
   char* end = nullptr;
+  errno = 0;
   const long n = std::strtol(text, &end, 10);
-  if (*end != '\0' || n <= 0) {
-    std::fprintf(stderr, "karx: ignoring KARX_SCHEDTRACE=\"%s\" (want milliseconds, a whole number > 0)\n", text);
+  // At most a day: the monitor adds it to the clock (and a larger period traces nothing).
+  if (*end != '\0' || errno != 0 || n <= 0 || n > 86'400'000) {
+    std::fprintf(
+        stderr, "karx: ignoring KARX_SCHEDTRACE=\"%s\" (want milliseconds, a whole number from 1 to 86400000)\n", text);
     return std::chrono::milliseconds(0);
   }
   return std::chrono::milliseconds(n);
