@@ -434,7 +434,9 @@ Worker* guest_enter(RuntimeCore* core) noexcept {
   Worker* w = nullptr;
   {
     const IdleList::Lock lock = core->idle.lock();
-    w = core->register_worker();
+    // Checked again under the lock shutdown sets it under: a guest counted after shutdown
+    // has looked at the count would not be waited for.
+    if (!core->shutting_down.load(std::memory_order_relaxed)) w = core->register_worker();
     if (w != nullptr) {
       w->guest = true;
       ++core->guests;
