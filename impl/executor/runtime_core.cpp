@@ -75,7 +75,7 @@ void die_out_of_memory(const char* where) noexcept {
 }
 
 RuntimeCore::RuntimeCore(const RuntimeOptions& opts, unsigned procs)
-    : options(opts), processors(procs), slots(procs), budget(opts.max_threads), blocking_pool(*this, budget) {
+    : options(opts), slots(procs), budget(opts.max_threads), blocking_pool(*this, budget) {
   enable_asymmetric_fences();  // before any worker starts: they end polls with the light side
                                // (machinery/poll_word.cppm)
 }
@@ -316,7 +316,7 @@ Worker* RuntimeCore::register_worker() noexcept {
 //  - handoffs == blocked_handoffs + busy_handoffs (derived).
 RuntimeMetrics RuntimeCore::metrics() const noexcept {
   RuntimeMetrics m;
-  m.processors = processors;
+  m.processors = slots.processors();
   m.tasks_completed = outside_completed.load(std::memory_order_acquire);
   for (unsigned i = 0, n = workers.size(); i < n; ++i)
     m.tasks_completed += workers[i]->completed.load(std::memory_order_acquire);
@@ -417,8 +417,7 @@ void RuntimeCore::shutdown() noexcept {
 void RuntimeCore::drop_queued_tasks() noexcept {
   for (unsigned i = 0, n = workers.size(); i < n; ++i) {
     Worker& w = *workers[i];
-    if (w.runnext.load(std::memory_order_relaxed) != nullptr)
-      if (RawTask t = w.runnext.exchange(nullptr, std::memory_order_acq_rel)) drop_task(t);
+    if (RawTask t = w.take_runnext()) drop_task(t);
     while (std::optional<RawTask> t = w.local.steal_one()) drop_task(*t);
   }
   for (RawTask t : injector.close()) drop_task(t);  // closed already; a pusher racing the close

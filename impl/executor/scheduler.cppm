@@ -54,6 +54,14 @@ struct Worker {
   Parker parker;
   RunQueue<RawTask, 256> local;
   std::atomic<RawTask> runnext{nullptr};
+  // Takes runnext's task (any thread). Looked at before it is taken: the exchange is a locked
+  // RMW, and runnext is often empty (after a yield, or when the last spawn ran already). Only
+  // the owner fills it, and others only empty it, so an empty slot seen here cannot be missing
+  // a task this call should have taken.
+  inline RawTask take_runnext() noexcept {
+    if (runnext.load(std::memory_order_relaxed) == nullptr) return nullptr;
+    return runnext.exchange(nullptr, std::memory_order_acq_rel);
+  }
   PollWord poll;  // its polls, watched by the monitor (machinery/poll_word.cppm)
   // Set (under the idle lock) by whoever hands this idle worker a slot, before unparking it.
   std::atomic<bool> given_slot{false};
@@ -108,7 +116,6 @@ class RuntimeCore {
   // together, a thread spawning from outside made every worker miss on shutting_down once per
   // spawn.
   RuntimeOptions options;
-  unsigned processors;
   void* runtime = nullptr;                  // the Runtime object: what its threads report as Runtime::current()
   std::chrono::milliseconds schedtrace{0};  // KARX_SCHEDTRACE
   std::atomic<bool> shutting_down{false};

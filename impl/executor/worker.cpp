@@ -57,7 +57,7 @@ std::uint32_t next_random(std::uint32_t& state) noexcept {  // xorshift32
 RawTask take_from_injector(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
   constexpr std::size_t kMaxBatch = 64;
-  const std::size_t share = std::min<std::size_t>(core.injector.size() / core.processors + 1, kMaxBatch);
+  const std::size_t share = std::min<std::size_t>(core.injector.size() / core.slots.processors() + 1, kMaxBatch);
   const std::size_t room = std::min<std::size_t>(share, w->local.capacity - w->local.size());
   RawTask batch[kMaxBatch + 1];
   const std::size_t n = core.injector.pop_batch(batch, room + 1);
@@ -94,12 +94,11 @@ RawTask steal(Worker* w) noexcept {
       }
       // The victim's runnext too (Go does; a LIFO slot nobody may steal can starve a task),
       // but only on later rounds, so a task that is about to run on its own worker stays.
-      if (round > 0 && victim->runnext.load(std::memory_order_relaxed) != nullptr) {
-        if (RawTask t = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
+      if (round > 0)
+        if (RawTask t = victim->take_runnext()) {
           w->bump(w->steals);
           return t;
         }
-      }
     }
     if (RawTask t = take_from_injector(w)) return t;
   }
@@ -147,10 +146,7 @@ RawTask find_work(Worker* w) noexcept {
     if (std::optional<RawTask> t = core.injector.pop()) return *t;
   if (w->tick % kOldestEvery == kOldestPhase)
     if (std::optional<RawTask> t = w->local.pop()) return *t;
-  // Looked at before it is taken: the exchange is a locked RMW, and runnext is often empty
-  // (after a yield, or when the last spawn ran already). A thief can only empty it meanwhile.
-  if (w->runnext.load(std::memory_order_relaxed) != nullptr)
-    if (RawTask t = w->runnext.exchange(nullptr, std::memory_order_acq_rel)) return t;
+  if (RawTask t = w->take_runnext()) return t;
   if (std::exchange(w->pick_oldest, false)) {
     if (std::optional<RawTask> t = w->local.pop()) return *t;
   } else if (std::optional<RawTask> t = w->local.pop_newest()) {
@@ -234,21 +230,26 @@ bool spin_for_work(Worker* w) noexcept {
   return false;
 }
 
+// Task::run, on a worker. run() never throws the future's exception; what it throws comes
+// from a schedule function or a waker. Nothing can be returned to: report it and keep the
+// worker alive.
+void run_reporting(RawTask task) noexcept {
+  try {
+    Task<>::from_raw(task).run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "karx: a task's run threw %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
+  }
+}
+
 }  // namespace
 
 void run_task(Worker* w, RawTask task) noexcept {
   w->poll.begin();  // the monitor watches the poll from here (machinery/poll_word.cppm)
   w->bump(w->polled);
   coop_budget = kCoopBudget;  // this task's turn (impl/task/coop.cppm)
-  try {
-    Task<>::from_raw(task).run();
-  } catch (const std::exception& e) {
-    // run() never throws the future's exception; this is a schedule function or a waker
-    // that threw. Nothing can be returned to: report it and keep the worker alive.
-    std::fprintf(stderr, "karx: a task's run threw %s\n", e.what());
-  } catch (...) {
-    std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
-  }
+  run_reporting(task);
   coop_budget = kCoopUnlimited;
   yield_requested = false;
 }
@@ -282,33 +283,36 @@ void run_nested(Worker* w, RawTask task) noexcept {
   ++nested_depth;
   w->bump(w->polled);
   coop_budget = kCoopBudget;
-  try {
-    Task<>::from_raw(task).run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "karx: a task's run threw %s\n", e.what());
-  } catch (...) {
-    std::fprintf(stderr, "karx: a task's run threw an exception not derived from std::exception\n");
-  }
+  run_reporting(task);
   --nested_depth;
   coop_budget = budget;
   yield_requested = yielding;
 }
+// The current thread's worker if it may run a task nested in the poll it is in: inside a poll,
+// not nested too deep, its runtime not shutting down. Null otherwise.
+Worker* worker_that_may_nest() noexcept {
+  Worker* w = current_worker;
+  if (w == nullptr || nested_depth >= kMaxNested || !PollWord::in_poll(w->poll.seq()) ||
+      w->core->shutting_down.load(std::memory_order_relaxed))
+    return nullptr;
+  return w;
+}
+
+// This worker's newest task: runnext, else the newest of its queue. Null if it has none.
+RawTask take_newest_local(Worker* w) noexcept {
+  if (RawTask t = w->take_runnext()) return t;
+  if (std::optional<RawTask> t = w->local.pop_newest()) return *t;
+  return nullptr;
+}
 }  // namespace
 
 bool core_run_here(RuntimeCore* core, RawTask child) noexcept {
-  Worker* w = current_worker;
-  if (w == nullptr || w->core != core || nested_depth >= kMaxNested || !PollWord::in_poll(w->poll.seq())) return false;
-  if (core->shutting_down.load(std::memory_order_relaxed)) return false;
+  Worker* w = worker_that_may_nest();
+  if (w == nullptr || w->core != core) return false;
   bool ran = false;
   for (int helped = 0; helped <= kMaxHelped; ++helped) {
-    RawTask task = nullptr;
-    if (w->runnext.load(std::memory_order_relaxed) != nullptr)
-      task = w->runnext.exchange(nullptr, std::memory_order_acq_rel);
-    if (task == nullptr) {
-      std::optional<RawTask> newest = w->local.pop_newest();
-      if (!newest) break;
-      task = *newest;
-    }
+    const RawTask task = take_newest_local(w);
+    if (task == nullptr) break;
     run_nested(w, task);
     ran = true;
     if (task == child) break;
@@ -317,15 +321,9 @@ bool core_run_here(RuntimeCore* core, RawTask child) noexcept {
 }
 
 bool help_while_blocked(std::atomic<std::uint32_t>& woken) noexcept {
-  Worker* w = current_worker;
-  if (w == nullptr || nested_depth >= kMaxNested || !PollWord::in_poll(w->poll.seq()) || w->poll.claimed() ||
-      w->core->shutting_down.load(std::memory_order_relaxed))
-    return false;
-  RawTask task = nullptr;
-  if (w->runnext.load(std::memory_order_relaxed) != nullptr)
-    task = w->runnext.exchange(nullptr, std::memory_order_acq_rel);
-  if (task == nullptr)
-    if (std::optional<RawTask> t = w->local.pop_newest()) task = *t;
+  Worker* w = worker_that_may_nest();
+  if (w == nullptr || w->poll.claimed()) return false;
+  RawTask task = take_newest_local(w);
   if (task == nullptr)
     if (std::optional<RawTask> t = w->core->injector.pop()) task = *t;
   if (task != nullptr) {

@@ -108,14 +108,7 @@ class Injector {
   Injector& operator=(const Injector&) = delete;
 
   // False (the item not taken) once the injector is closed.
-  bool push(T item) {
-    if (overflow_size_.load(std::memory_order_relaxed) == 0) {
-      const Push r = ring_push(&item, 1);
-      if (r == Push::done) return true;
-      if (r == Push::closed) return false;
-    }
-    return overflow_push(&item, &item + 1);
-  }
+  bool push(T item) { return push_batch(&item, &item + 1); }
   // All or nothing: false (nothing taken) once the injector is closed. A contiguous range,
   // claimed on the ring with one CAS when it fits.
   template <std::contiguous_iterator It>

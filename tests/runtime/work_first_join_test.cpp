@@ -21,12 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-karx::RuntimeOptions one_processor() {
-  karx::RuntimeOptions o;
-  o.processors = 1;
-  return o;
-}
-
 karx::Async<std::thread::id> where() { co_return std::this_thread::get_id(); }
 
 karx::Async<bool> child_runs_on_this_thread(karx::Runtime* rt) {
@@ -36,7 +30,7 @@ karx::Async<bool> child_runs_on_this_thread(karx::Runtime* rt) {
 }
 
 TEST(WorkFirstJoin, AnAwaitedChildRunsOnTheAwaitingThreadWithoutAWake) {
-  karx::Runtime rt(one_processor());
+  karx::Runtime rt(karx::RuntimeOptions{.processors = 1});
   EXPECT_TRUE(rt.block_on(child_runs_on_this_thread(&rt)));
   const karx::RuntimeMetrics m = rt.metrics();
   EXPECT_EQ(m.handoffs, 0u);
@@ -74,7 +68,7 @@ karx::Async<std::uint64_t> chain(karx::Runtime* rt, std::uint64_t n) {
 }
 
 TEST(WorkFirstJoin, ADeepChainOfJoinsNestsOnlyABoundedDepth) {
-  karx::Runtime rt(one_processor());
+  karx::Runtime rt(karx::RuntimeOptions{.processors = 1});
   constexpr std::uint64_t kDepth = 50'000;
   EXPECT_EQ(rt.block_on(chain(&rt, kDepth)), kDepth);
 }
@@ -96,8 +90,7 @@ karx::Async<int> joins_sixty_spinners(karx::Runtime* rt) {
 }
 
 TEST(WorkFirstJoin, NestedPollsRestartTheMonitorsClock) {
-  karx::RuntimeOptions o = one_processor();
-  o.blocking_threshold = 40ms;
+  const karx::RuntimeOptions o{.processors = 1, .blocking_threshold = 40ms};
   karx::Runtime rt(o);
   const auto start = Clock::now();
   EXPECT_EQ(rt.block_on(joins_sixty_spinners(&rt)), 60);
@@ -131,7 +124,7 @@ karx::Async<void> other(Loop* loop) {
 }
 
 TEST(WorkFirstJoin, AParentJoiningInALoopStillGivesWayToAQueuedTask) {
-  karx::Runtime rt(one_processor());
+  karx::Runtime rt(karx::RuntimeOptions{.processors = 1});
   Loop loop;
   auto looping = rt.spawn(join_forever(&rt, &loop));
   auto queued = rt.spawn(other(&loop));
