@@ -5,3 +5,4 @@ export import karx.task;
 export import karx.executor;
 export import karx.time;
 export import karx.sim;
+export import karx.sync;

@@ -13,7 +13,7 @@ module;
 #include <ctime>
 export module karx.machinery:parker;
 
-namespace karx::detail {
+export namespace karx::detail {
 
 // FUTEX_WAIT on `word` while it holds `expected`, at most `timeout` (negative: forever).
 inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::nanoseconds timeout) {

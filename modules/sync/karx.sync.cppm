@@ -1,0 +1,10 @@
+// karx.sync: channels, sync primitives, combinators, structured concurrency and cancellation.
+// Every awaitable here is a karx Future that speaks only Wakers, so it works on any executor
+// built on karx::spawn (the runtime, the simulation, a user's). Destroying a waiting future
+// cancels its wait and loses nothing (docs/design.md, "karx.sync").
+export module karx.sync;
+export import karx.waker;
+export import karx.task;
+// Internal partitions (no public names): the lock and the intrusive wait list.
+export import :lock;
+export import :wait_list;
