@@ -5,11 +5,13 @@
 export module karx.sync;
 export import karx.waker;
 export import karx.task;
+export import karx.executor;
 export import :channel;
 export import :oneshot;
 export import :mutex;
 export import :semaphore;
 export import :notify;
+export import :task_group;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;

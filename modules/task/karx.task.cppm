@@ -20,3 +20,4 @@ export import :cell;
 export import :chain;
 export import :frame_block;
 export import :async_cell;
+export import :remote_cancel;
