@@ -5,6 +5,8 @@
 export module karx.sync;
 export import karx.waker;
 export import karx.task;
+// Combinators: when_all, when_any, timeout.
+export import :combinators;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;
