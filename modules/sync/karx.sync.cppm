@@ -5,8 +5,10 @@
 export module karx.sync;
 export import karx.waker;
 export import karx.task;
-// Combinators: when_all, when_any, timeout.
+// Combinators (when_all, when_any, timeout) and cancellation (CancellationToken,
+// with_cancellation).
 export import :combinators;
+export import :cancellation;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;
