@@ -324,8 +324,9 @@ struct TokenAccess;
 export namespace karx {
 
 // A handle to a cancellation flag. Copies share it; child() makes a token that is cancelled
-// with this one (and its own children with it) but can be cancelled alone. Every member may
-// be called from any thread, also on one token object at once (none changes the handle).
+// with this one (and its own children with it) but can be cancelled alone. cancel() and the
+// const members may be called from any thread, also on one token object at once (none of them
+// changes the handle).
 class CancellationToken {
  public:
   // A new root token, not cancelled. Allocates (the node and the tree's lock).
