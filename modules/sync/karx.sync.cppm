@@ -12,6 +12,10 @@ export import :mutex;
 export import :semaphore;
 export import :notify;
 export import :task_group;
+// Combinators (when_all, when_any, timeout) and cancellation (CancellationToken,
+// with_cancellation).
+export import :combinators;
+export import :cancellation;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;
