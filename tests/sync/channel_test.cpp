@@ -286,8 +286,10 @@ void exactly_once_by_hand(std::size_t capacity) {
   std::vector<std::thread> threads;
   for (int p = 0; p < kProducers; ++p) {
     threads.emplace_back([p, tx = tx]() mutable {
-      std::atomic<bool> woken{false};
-      karx::Waker w = karx::waker_fn([&woken] { woken.store(true); });
+      // Shared with the waker: a late wake from a wait abandoned here may outlive this thread.
+      auto woken_flag = std::make_shared<std::atomic<bool>>(false);
+      std::atomic<bool>& woken = *woken_flag;
+      karx::Waker w = karx::waker_fn([woken_flag] { woken_flag->store(true); });
       for (int i = 0; i < kPerProducer; ++i) {
         auto send = tx.send(p * kPerProducer + i);
         karx::Context cx(w);
@@ -307,8 +309,10 @@ void exactly_once_by_hand(std::size_t capacity) {
   for (int c = 0; c < kConsumers; ++c) {
     threads.emplace_back([c, rx = rx, &seen]() mutable {
       std::mt19937 rng(c);
-      std::atomic<bool> woken{false};
-      karx::Waker w = karx::waker_fn([&woken] { woken.store(true); });
+      // Shared with the waker: a late wake from a wait abandoned here may outlive this thread.
+      auto woken_flag = std::make_shared<std::atomic<bool>>(false);
+      std::atomic<bool>& woken = *woken_flag;
+      karx::Waker w = karx::waker_fn([woken_flag] { woken_flag->store(true); });
       karx::Context cx(w);
       for (;;) {
         auto recv = rx.recv();
@@ -316,9 +320,12 @@ void exactly_once_by_hand(std::size_t capacity) {
         auto r = recv.poll(cx);
         if (r.is_pending()) {
           if (rng() % 3 == 0) continue;  // abandon it: a value handed to it must be passed on
-          while (!woken.load()) std::this_thread::yield();
-          r = recv.poll(cx);
-          ASSERT_TRUE(r.is_ready());
+          // A stale wake, meant for a wait this thread abandoned, may come first: wait again.
+          do {
+            while (!woken.load()) std::this_thread::yield();
+            woken.store(false);
+            r = recv.poll(cx);
+          } while (r.is_pending());
         }
         std::optional<int> v = std::move(r).value();
         if (!v) return;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -125,8 +126,10 @@ TEST(SemaphoreStress, PermitsAreConservedWhileWaitersAbandonTheirWaits) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(t);
-      std::atomic<bool> woken{false};
-      karx::Waker waker = karx::waker_fn([&woken] { woken.store(true); });
+      // Shared with the waker: a late wake from a wait abandoned here may outlive this thread.
+      auto woken_flag = std::make_shared<std::atomic<bool>>(false);
+      std::atomic<bool>& woken = *woken_flag;
+      karx::Waker waker = karx::waker_fn([woken_flag] { woken_flag->store(true); });
       karx::Context cx(waker);
       for (int i = 0; i < 4000;) {
         const std::size_t n = 1 + rng() % 3;
@@ -135,9 +138,12 @@ TEST(SemaphoreStress, PermitsAreConservedWhileWaitersAbandonTheirWaits) {
         auto p = acquire.poll(cx);
         if (p.is_pending()) {
           if (rng() % 4 == 0) continue;
-          while (!woken.load()) std::this_thread::yield();
-          p = acquire.poll(cx);
-          ASSERT_TRUE(p.is_ready());
+          // A stale wake, meant for a wait this thread abandoned, may come first: wait again.
+          do {
+            while (!woken.load()) std::this_thread::yield();
+            woken.store(false);
+            p = acquire.poll(cx);
+          } while (p.is_pending());
         }
         karx::SemaphorePermit permit = std::move(p).value();
         if (out.fetch_add(static_cast<long>(n)) + static_cast<long>(n) > static_cast<long>(kPermits)) exceeded = true;
