@@ -572,12 +572,6 @@ TEST(CombinatorsInSimulation, WhenAllOfJoinHandlesUnderManyInterleavings) {
 
 // ---- on a karx::Runtime: the cooperative budget --------------------------------------------------
 
-karx::RuntimeOptions two_processors() {
-  karx::RuntimeOptions o;
-  o.processors = 2;
-  return o;
-}
-
 karx::Async<long> join_all_counted(std::vector<karx::JoinHandle<int>> handles, std::atomic<int>* polls) {
   std::vector<Counted<karx::JoinHandle<int>>> counted;
   for (auto& h : handles) counted.push_back({std::move(h), polls});
@@ -588,7 +582,7 @@ karx::Async<long> join_all_counted(std::vector<karx::JoinHandle<int>> handles, s
 }
 
 TEST(CombinatorsOnRuntime, WhenAllOfManyJoinHandlesProgressesWithinTheBudget) {
-  karx::Runtime rt(two_processors());
+  karx::Runtime rt(probes::two_processors());
   constexpr int n = 4000;
   std::vector<karx::JoinHandle<int>> handles;
   for (int i = 0; i < n; ++i) handles.push_back(rt.spawn(yields_then(i % 3, i)));
@@ -607,7 +601,7 @@ karx::Async<int> variadic_on_runtime(karx::JoinHandle<int> a, karx::JoinHandle<i
 }
 
 TEST(CombinatorsOnRuntime, VariadicFormsAndTimeoutInsideTasks) {
-  karx::Runtime rt(two_processors());
+  karx::Runtime rt(probes::two_processors());
   auto a = rt.spawn(yields_then(5, 1));
   auto b = rt.spawn(sleep_then(5ms, 2));
   EXPECT_EQ(rt.block_on(variadic_on_runtime(std::move(a), std::move(b))), 7);
