@@ -35,6 +35,7 @@ export module karx.sync:cancellation;
 import karx.waker;
 import :lock;
 import :wait_list;
+import :combinators;  // RaceOutput, throw_polled_after_completion
 
 namespace karx::detail {
 
@@ -387,24 +388,21 @@ struct TokenAccess {
 template <class F>
 class WithCancellation {
  public:
-  using R = output_of<F>;
-  using Output = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
+  using Race = RaceOutput<output_of<F>>;
+  using Output = typename Race::type;
 
   WithCancellation(CancelledFuture&& cancelled, F&& f) : cancelled_(std::move(cancelled)), future_(std::move(f)) {}
 
   // The token's flag first (a cancelled token's future is not polled again), then the future,
   // then the wait on the token (registered only while the future is pending).
   Poll<Output> poll(Context& cx) {
-    if (!future_) throw std::logic_error("karx::with_cancellation: polled again after it completed (or threw)");
+    if (!future_) throw_polled_after_completion("karx::with_cancellation");
     try {
       if (!cancelled_.cancelled_now()) {
         auto p = future_->poll(cx);
         if (p.is_ready()) {
           finish();
-          if constexpr (std::is_void_v<R>)
-            return Poll<Output>::ready(true);
-          else
-            return Poll<Output>::ready(Output(std::in_place, std::move(p).value()));
+          return Race::won(std::move(p));
         }
         if (cancelled_.poll(cx).is_pending()) return pending;
       }
@@ -413,10 +411,7 @@ class WithCancellation {
       throw;
     }
     finish();  // cancelled first: the future is destroyed
-    if constexpr (std::is_void_v<R>)
-      return Poll<Output>::ready(false);
-    else
-      return Poll<Output>::ready(Output());
+    return Race::lost();
   }
 
  private:

@@ -87,6 +87,23 @@ class MaybeDone {
   throw std::logic_error(std::string(what) + ": polled again after it completed (or threw)");
 }
 
+// What a future raced against an event yields (timeout, with_cancellation): the future's
+// output as an optional (for a void future a bool, true: it completed), empty if the event
+// came first.
+template <class R>
+struct RaceOutput {
+  using type = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
+  // The future was ready first (p is ready).
+  static Poll<type> won(Poll<R>&& p) {
+    if constexpr (std::is_void_v<R>)
+      return Poll<type>::ready(true);
+    else
+      return Poll<type>::ready(type(std::in_place, std::move(p).value()));
+  }
+  // The event came first.
+  static Poll<type> lost() { return Poll<type>::ready(type()); }
+};
+
 // ---- The parent's waker, for the vector form -------------------------------------------------
 //
 // Registered by the combinator's poll (one thread at a time), woken by any child waker from any
@@ -507,8 +524,8 @@ class WhenAny {
 template <class F>
 class Timeout {
  public:
-  using R = output_of<F>;
-  using Output = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
+  using Race = RaceOutput<output_of<F>>;
+  using Output = typename Race::type;
 
   Timeout(std::chrono::nanoseconds d, F&& f) : duration_(d), future_(std::move(f)) {}
 
@@ -520,10 +537,7 @@ class Timeout {
       auto p = future_->poll(cx);
       if (p.is_ready()) {
         finish();
-        if constexpr (std::is_void_v<R>)
-          return Poll<Output>::ready(true);
-        else
-          return Poll<Output>::ready(Output(std::in_place, std::move(p).value()));
+        return Race::won(std::move(p));
       }
       if (!sleep_) sleep_.emplace(sleep_for(duration_));
       if (sleep_->poll(cx).is_pending()) return pending;
@@ -532,10 +546,7 @@ class Timeout {
       throw;
     }
     finish();  // the deadline passed first: the future is destroyed
-    if constexpr (std::is_void_v<R>)
-      return Poll<Output>::ready(false);
-    else
-      return Poll<Output>::ready(Output());
+    return Race::lost();
   }
 
  private:

@@ -1,5 +1,5 @@
-// Probes for the karx.sync tests: a waker that counts its wakes and its live clones, and a
-// future that a test (or another thread) completes from outside.
+// Probes for the karx.sync tests: a waker that counts its wakes and its live clones, a future
+// that a test (or another thread) completes from outside, and a small runtime's options.
 #pragma once
 
 #include <atomic>
@@ -146,6 +146,13 @@ class Latch {
   std::shared_ptr<State> s_ = std::make_shared<State>();
   std::atomic<int> drops_{0};
 };
+
+// A runtime of two processors (the machines here have two cores).
+inline karx::RuntimeOptions two_processors() {
+  karx::RuntimeOptions o;
+  o.processors = 2;
+  return o;
+}
 
 template <class F>
 auto poll_with_counting(F& f, const CountingWaker& w) {

@@ -391,12 +391,6 @@ TEST(WithCancellation, AnExceptionIsRethrownAndTheWaitEnds) {
 
 // ---- on a karx::Runtime ------------------------------------------------------------------------
 
-karx::RuntimeOptions two_processors() {
-  karx::RuntimeOptions o;
-  o.processors = 2;
-  return o;
-}
-
 karx::Async<int> sleeps_unless_cancelled(CancellationToken t) {
   auto r = co_await karx::with_cancellation(std::move(t), karx::sleep_for(1h));
   co_return r ? 1 : 0;
@@ -408,7 +402,7 @@ karx::Async<int> waits_for(CancellationToken t) {
 }
 
 TEST(CancellationOnRuntime, ACancelFromAnotherThreadReleasesEveryWaitingTask) {
-  karx::Runtime rt(two_processors());
+  karx::Runtime rt(probes::two_processors());
   CancellationToken root;
   std::vector<karx::JoinHandle<int>> handles;
   for (int i = 0; i < 100; ++i) {

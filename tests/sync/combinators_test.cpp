@@ -70,6 +70,8 @@ karx::Async<int> sleep_then(std::chrono::nanoseconds d, int v) {
   co_return v;
 }
 
+karx::Async<> sleeps(std::chrono::nanoseconds d) { co_await karx::sleep_for(d); }
+
 // ---- when_all, variadic ----------------------------------------------------------------------
 
 TEST(WhenAll, YieldsEveryOutputInArgumentOrderWithMonostateForVoid) {
@@ -531,8 +533,10 @@ TEST(CombinatorsInSimulation, TimeoutCountsVirtualTimeFromItsFirstPoll) {
     EXPECT_EQ(sim.now() - t0, 10ms) << "seed " << seed;
     EXPECT_EQ(sim.block_on(karx::timeout(30ms, sleep_then(20ms, 5))), std::optional<int>(5));
     EXPECT_EQ(sim.now() - t0, 30ms) << "seed " << seed;
-    // (sleep_for made outside the simulation would read the real clock: sleep_until instead)
-    EXPECT_EQ(sim.block_on(karx::timeout(1h, karx::sleep_until(sim.now() + 1s))), true);
+    // (A sleep_for called here, outside the simulation's tasks, would read the real clock:
+    // the coroutine makes its Sleep inside, as timeout makes its timer at the first poll.)
+    EXPECT_EQ(sim.block_on(karx::timeout(1h, sleeps(1s))), true);
+    EXPECT_EQ(sim.now() - t0, 30ms + 1s);
   }
 }
 
@@ -568,12 +572,6 @@ TEST(CombinatorsInSimulation, WhenAllOfJoinHandlesUnderManyInterleavings) {
 
 // ---- on a karx::Runtime: the cooperative budget --------------------------------------------------
 
-karx::RuntimeOptions two_processors() {
-  karx::RuntimeOptions o;
-  o.processors = 2;
-  return o;
-}
-
 karx::Async<long> join_all_counted(std::vector<karx::JoinHandle<int>> handles, std::atomic<int>* polls) {
   std::vector<Counted<karx::JoinHandle<int>>> counted;
   for (auto& h : handles) counted.push_back({std::move(h), polls});
@@ -584,7 +582,7 @@ karx::Async<long> join_all_counted(std::vector<karx::JoinHandle<int>> handles, s
 }
 
 TEST(CombinatorsOnRuntime, WhenAllOfManyJoinHandlesProgressesWithinTheBudget) {
-  karx::Runtime rt(two_processors());
+  karx::Runtime rt(probes::two_processors());
   constexpr int n = 4000;
   std::vector<karx::JoinHandle<int>> handles;
   for (int i = 0; i < n; ++i) handles.push_back(rt.spawn(yields_then(i % 3, i)));
@@ -603,7 +601,7 @@ karx::Async<int> variadic_on_runtime(karx::JoinHandle<int> a, karx::JoinHandle<i
 }
 
 TEST(CombinatorsOnRuntime, VariadicFormsAndTimeoutInsideTasks) {
-  karx::Runtime rt(two_processors());
+  karx::Runtime rt(probes::two_processors());
   auto a = rt.spawn(yields_then(5, 1));
   auto b = rt.spawn(sleep_then(5ms, 2));
   EXPECT_EQ(rt.block_on(variadic_on_runtime(std::move(a), std::move(b))), 7);
