@@ -1,4 +1,5 @@
-// Interoperation with other coroutine types: JoinHandle::is_finished.
+// Interoperation with other coroutine types: karx futures awaited from a coroutine that is not
+// karx::Async (the free operator co_await), and JoinHandle::is_finished.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -24,6 +25,584 @@ using namespace std::chrono_literals;
 using probes::Boom;
 using probes::Counts;
 using probes::kTimeout;
+
+// --- A coroutine type that knows nothing of karx --------------------------------------------
+
+// Eager: calling it runs the body on the calling thread until it first suspends. Whoever
+// resumes it runs it on; the owner waits for it to finish (from any thread) and destroys the
+// frame, also while it is suspended (which cancels what it awaits).
+class Foreign {
+ public:
+  struct State {
+    std::atomic<bool> finished{false};
+    std::exception_ptr error;  // written before `finished`
+  };
+  struct promise_type {
+    std::shared_ptr<State> state = std::make_shared<State>();
+    Foreign get_return_object() { return Foreign(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    struct Final {
+      bool await_ready() noexcept { return false; }
+      void await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+        // The owner may destroy the frame as soon as it sees `finished`: keep the state.
+        const std::shared_ptr<State> s = h.promise().state;
+        s->finished.store(true, std::memory_order_release);
+      }
+      void await_resume() noexcept {}
+    };
+    Final final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { state->error = std::current_exception(); }
+  };
+
+  Foreign(Foreign&& other) noexcept : h_(std::exchange(other.h_, nullptr)), state_(std::move(other.state_)) {}
+  Foreign& operator=(Foreign&&) = delete;
+  ~Foreign() { destroy(); }
+
+  bool finished() const { return state_->finished.load(std::memory_order_acquire); }
+  // Waits until the body has finished (false after the timeout: a hang).
+  [[nodiscard]] bool wait() const {
+    const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (!finished()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(100us);
+    }
+    return true;
+  }
+  std::exception_ptr error() const { return state_->error; }
+  // Destroys the frame, finished or suspended.
+  void destroy() {
+    if (h_) std::exchange(h_, nullptr).destroy();
+  }
+
+ private:
+  explicit Foreign(std::coroutine_handle<promise_type> h) : h_(h), state_(h.promise().state) {}
+  std::coroutine_handle<promise_type> h_;
+  std::shared_ptr<State> state_;
+};
+
+// --- Futures and wakers of the tests ------------------------------------------------------
+
+// Counts the task allocations (wake blocks and bridges come from the task allocator) made on
+// this thread while `counting` is set.
+thread_local bool counting = false;
+thread_local int allocations = 0;
+bool observe(std::size_t) noexcept {
+  if (counting) ++allocations;
+  return false;
+}
+class CountAllocations {
+ public:
+  CountAllocations() {
+    karx::detail::set_allocation_observer(&observe);
+    allocations = 0;
+    counting = true;
+  }
+  ~CountAllocations() {
+    counting = false;
+    karx::detail::set_allocation_observer(nullptr);
+  }
+  int count() const { return allocations; }
+};
+
+// Pending until opened (from any thread); keeps the waker of its last pending poll.
+struct LatchState {
+  std::mutex m;
+  bool open = false;
+  std::optional<karx::Waker> waker;
+  std::atomic<int> polls{0};
+  void release() {
+    std::optional<karx::Waker> w;
+    {
+      std::lock_guard lock(m);
+      open = true;
+      w = std::move(waker);
+    }
+    if (w) w->wake();
+  }
+};
+struct Latch {
+  std::shared_ptr<LatchState> s;
+  probes::DropCounter drop;
+  karx::Poll<> poll(karx::Context& cx) {
+    s->polls.fetch_add(1);
+    std::lock_guard lock(s->m);
+    if (s->open) return karx::ready();
+    s->waker = cx.waker();
+    return karx::pending;
+  }
+};
+
+// ============================================================================================
+// karx futures awaited from a foreign coroutine.
+//
+// `adl` holds the coroutines that await karx's own futures: argument-dependent lookup finds
+// the operator, with no using-declaration. `own` awaits futures of the test's own types, for
+// which the operator is brought in as a user would.
+// ============================================================================================
+
+namespace adl {
+
+Foreign await_handle(karx::JoinHandle<int>& handle, int* out, std::thread::id* resumed_on) {
+  std::optional<int> r = co_await handle;  // an lvalue handle, polled in place
+  *out = r.value_or(-1);
+  *resumed_on = std::this_thread::get_id();
+}
+
+Foreign await_throwing_handle(karx::JoinHandle<int> handle, int* caught) {
+  try {
+    (void)co_await std::move(handle);
+  } catch (const Boom& e) {
+    *caught = e.id;
+  }
+}
+
+Foreign await_sleep(std::chrono::nanoseconds d, std::thread::id* resumed_on) {
+  co_await karx::sleep_for(d);
+  *resumed_on = std::this_thread::get_id();
+}
+
+karx::Async<int> after_latch(std::shared_ptr<LatchState> s, std::atomic<int>* drops) {
+  co_await Latch{std::move(s), probes::DropCounter(*drops)};
+  co_return 7;
+}
+
+Foreign await_async(karx::Async<int> a, int* out, std::thread::id* resumed_on) {
+  *out = co_await std::move(a);
+  *resumed_on = std::this_thread::get_id();
+}
+
+Foreign await_yield_now(int* steps) {
+  ++*steps;
+  co_await karx::yield_now();  // a future of karx::detail: found through its using-declaration
+  ++*steps;
+}
+
+Foreign await_ready_handle(karx::JoinHandle<int> handle, int* out) { *out = (co_await std::move(handle)).value_or(-1); }
+
+Foreign sleep_forever(std::atomic<int>* resumed) {
+  co_await karx::sleep_for(1h);
+  resumed->fetch_add(1);
+}
+
+}  // namespace adl
+
+namespace own {
+
+using karx::operator co_await;
+
+// Ready at once with `value`.
+struct Now {
+  int value;
+  karx::Poll<int> poll(karx::Context&) { return karx::ready(value); }
+};
+
+// Wakes itself during its first poll (by reference, or through a clone it then drops) and is
+// pending; ready on the next poll.
+struct SelfWaking {
+  bool through_clone;
+  int* polls;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (++*polls > 1) return karx::ready(*polls);
+    if (through_clone) {
+      karx::Waker clone = cx.waker();
+      clone.wake();
+    } else {
+      cx.waker().wake();
+    }
+    return karx::pending;
+  }
+};
+
+// Pending forever without keeping a waker, or after cloning one (which allocates the block).
+struct Pending {
+  bool clone;
+  std::optional<karx::Waker>* kept;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (clone) *kept = cx.waker();
+    return karx::pending;
+  }
+};
+
+// Throws from its first poll, or from the poll after its first wake.
+struct Throwing {
+  bool at_once;
+  std::optional<karx::Waker>* kept;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (at_once || !*kept) {
+      if (at_once) throw Boom(1);
+      *kept = cx.waker();
+      return karx::pending;
+    }
+    throw Boom(2);
+  }
+};
+
+Foreign await_now(int* out) { *out = co_await Now{5}; }
+
+Foreign await_self_waking(bool through_clone, int* polls, int* out) {
+  *out = co_await SelfWaking{through_clone, polls};
+}
+
+Foreign await_pending(bool clone, std::optional<karx::Waker>* kept, std::atomic<int>* resumed) {
+  (void)co_await Pending{clone, kept};
+  resumed->fetch_add(1);
+}
+
+Foreign await_throwing(bool at_once, std::optional<karx::Waker>* kept, int* caught, std::thread::id* caught_on) {
+  try {
+    (void)co_await Throwing{at_once, kept};
+  } catch (const Boom& e) {
+    *caught = e.id;
+    *caught_on = std::this_thread::get_id();
+  }
+}
+
+Foreign await_latch(std::shared_ptr<LatchState> s, std::atomic<int>* drops, std::atomic<int>* resumed) {
+  co_await Latch{std::move(s), probes::DropCounter(*drops)};
+  resumed->fetch_add(1);
+}
+
+// A future whose first poll hands clones of its waker to two threads: one makes it ready and
+// wakes it once; the other wakes it over and over until it sees it ready, so its wakes (and
+// the polls they run on its thread) race with that one wake, with the first poll, with
+// await_suspend and with each other. A wake lost anywhere leaves the coroutine suspended.
+struct RaceState {
+  std::atomic<bool> ready{false};
+  std::atomic<int> polls{0};
+  std::thread::id ready_poll_thread;  // written by the poll that found it ready
+  std::vector<std::thread> threads;
+  std::optional<karx::Waker> late;  // woken by the test after completion
+};
+struct Racy {
+  RaceState* s;
+  karx::Poll<int> poll(karx::Context& cx) {
+    s->polls.fetch_add(1);
+    if (s->ready.load(std::memory_order_acquire)) {
+      s->ready_poll_thread = std::this_thread::get_id();
+      return karx::ready(99);
+    }
+    if (s->threads.empty()) {
+      s->late = cx.waker();
+      s->threads.emplace_back([s = s, w = cx.waker()] {
+        s->ready.store(true, std::memory_order_release);
+        w.wake();
+      });
+      s->threads.emplace_back([s = s, w = cx.waker()] {
+        while (!s->ready.load(std::memory_order_acquire)) w.wake();
+      });
+    }
+    return karx::pending;
+  }
+};
+
+Foreign await_racy(RaceState* s, std::atomic<int>* resumes, int* out, std::thread::id* resumed_on) {
+  *out = co_await Racy{s};
+  resumes->fetch_add(1);
+  *resumed_on = std::this_thread::get_id();
+}
+
+// Its second poll (the first re-poll, on the waking thread) waits at `gate` before it reports
+// ready: holds a re-poll in progress while the test destroys the coroutine.
+struct HeldRepoll {
+  probes::Gate* gate;
+  std::optional<karx::Waker>* kept;
+  probes::DropCounter drop;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (!*kept) {
+      *kept = cx.waker();
+      return karx::pending;
+    }
+    gate->pass();
+    return karx::ready(1);
+  }
+};
+
+Foreign await_held(probes::Gate* gate, std::optional<karx::Waker>* kept, std::atomic<int>* drops,
+                   std::atomic<int>* resumed) {
+  (void)co_await HeldRepoll{gate, kept, probes::DropCounter(*drops)};
+  resumed->fetch_add(1);
+}
+
+// Keeps a clone of every waker it is polled with; ready after the first wake.
+struct KeepsWakers {
+  std::vector<karx::Waker>* kept;
+  karx::Poll<int> poll(karx::Context& cx) {
+    kept->push_back(cx.waker());
+    return kept->size() > 1 ? karx::Poll<int>(karx::ready(3)) : karx::Poll<int>(karx::pending);
+  }
+};
+
+Foreign await_keeps_wakers(std::vector<karx::Waker>* kept, std::atomic<int>* resumes) {
+  (void)co_await KeepsWakers{kept};
+  resumes->fetch_add(1);
+}
+
+}  // namespace own
+
+// The task of a runtime test: waits for the latch, records its thread, returns 42 (or throws).
+karx::Async<int> latched_task(std::shared_ptr<LatchState> s, std::atomic<int>* drops, std::thread::id* ran_on,
+                              bool fail) {
+  co_await Latch{std::move(s), probes::DropCounter(*drops)};
+  *ran_on = std::this_thread::get_id();
+  if (fail) throw Boom(3);
+  co_return 42;
+}
+
+TEST(ForeignCoroutine, AwaitsTheJoinHandleOfARuntimeTaskAndResumesOnTheThreadThatCompletedIt) {
+  karx::Runtime rt({.processors = 2});
+  auto latch = std::make_shared<LatchState>();
+  std::atomic<int> drops{0};
+  std::thread::id task_thread, resumed_on;
+  karx::JoinHandle<int> handle = rt.spawn(latched_task(latch, &drops, &task_thread, false));
+  int out = 0;
+  Foreign f = adl::await_handle(handle, &out, &resumed_on);
+  EXPECT_FALSE(f.finished());  // the task waits for the latch: the coroutine suspended
+  latch->release();
+  ASSERT_TRUE(f.wait());
+  EXPECT_EQ(out, 42);
+  EXPECT_FALSE(handle);  // spent: polled in place
+  EXPECT_NE(resumed_on, std::this_thread::get_id());
+  EXPECT_EQ(resumed_on, task_thread);  // the completing worker re-polled the handle and resumed us
+}
+
+TEST(ForeignCoroutine, AJoinHandleRethrowsTheTasksException) {
+  karx::Runtime rt({.processors = 2});
+  auto latch = std::make_shared<LatchState>();
+  std::atomic<int> drops{0};
+  std::thread::id task_thread;
+  int caught = 0;
+  Foreign f = adl::await_throwing_handle(rt.spawn(latched_task(latch, &drops, &task_thread, true)), &caught);
+  EXPECT_FALSE(f.finished());
+  latch->release();
+  ASSERT_TRUE(f.wait());
+  EXPECT_EQ(caught, 3);
+  EXPECT_EQ(f.error(), nullptr);
+}
+
+TEST(ForeignCoroutine, AwaitsASleepAndResumesOnTheTimerThread) {
+  std::thread::id resumed_on;
+  const auto start = std::chrono::steady_clock::now();
+  Foreign f = adl::await_sleep(30ms, &resumed_on);
+  EXPECT_FALSE(f.finished());
+  ASSERT_TRUE(f.wait());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 30ms);
+  EXPECT_NE(resumed_on, std::this_thread::get_id());
+}
+
+TEST(ForeignCoroutine, AwaitsAnAsyncAndResumesOnTheThreadThatWokeIt) {
+  auto latch = std::make_shared<LatchState>();
+  std::atomic<int> drops{0};
+  int out = 0;
+  std::thread::id resumed_on, opener;
+  Foreign f = adl::await_async(adl::after_latch(latch, &drops), &out, &resumed_on);
+  EXPECT_FALSE(f.finished());
+  EXPECT_EQ(latch->polls.load(), 1);
+  std::thread t([&] {
+    opener = std::this_thread::get_id();
+    latch->release();  // the wake re-polls the Async here, which finishes, and resumes us here
+  });
+  t.join();
+  ASSERT_TRUE(f.finished());
+  EXPECT_EQ(out, 7);
+  EXPECT_EQ(resumed_on, opener);
+  EXPECT_EQ(drops.load(), 1);  // the Async's frame (and the latch future in it) is gone
+}
+
+TEST(ForeignCoroutine, AReadyFutureSuspendsNothingAndAllocatesNothing) {
+  int out = 0;
+  {
+    CountAllocations allocations;
+    Foreign f = own::await_now(&out);
+    EXPECT_TRUE(f.finished());
+    EXPECT_EQ(allocations.count(), 0);
+  }
+  EXPECT_EQ(out, 5);
+
+  // A handle whose task already completed.
+  std::deque<karx::Task<>> queue;
+  Counts c;
+  auto [task, handle] = karx::spawn([]() -> karx::Async<int> { co_return 11; }(), probes::ProbeSchedule{&c, &queue});
+  task.run();
+  {
+    CountAllocations allocations;
+    Foreign f = adl::await_ready_handle(std::move(handle), &out);
+    EXPECT_TRUE(f.finished());
+    EXPECT_EQ(allocations.count(), 0);
+  }
+  EXPECT_EQ(out, 11);
+
+  // The count sees the wake block when a poll keeps a waker (so the zeros above mean something).
+  std::optional<karx::Waker> kept;
+  std::atomic<int> resumed{0};
+  {
+    CountAllocations allocations;
+    Foreign f = own::await_pending(/*clone=*/true, &kept, &resumed);
+    EXPECT_FALSE(f.finished());
+    EXPECT_EQ(allocations.count(), 1);
+  }
+  kept.reset();
+  EXPECT_EQ(resumed.load(), 0);
+}
+
+TEST(ForeignCoroutine, AFutureThatWakesItselfDuringItsPollIsPolledAgainWithoutSuspending) {
+  for (const bool through_clone : {false, true}) {
+    int polls = 0, out = 0;
+    std::optional<CountAllocations> allocations;
+    allocations.emplace();
+    Foreign f = own::await_self_waking(through_clone, &polls, &out);
+    EXPECT_TRUE(f.finished()) << "through_clone " << through_clone;
+    EXPECT_EQ(polls, 2);
+    EXPECT_EQ(out, 2);
+    // By reference: no waker outlived the poll, nothing allocated. A clone makes the block.
+    EXPECT_EQ(allocations->count(), through_clone ? 1 : 0);
+  }
+  int steps = 0;
+  Foreign y = adl::await_yield_now(&steps);  // yield_now wakes itself, then is ready
+  EXPECT_TRUE(y.finished());
+  EXPECT_EQ(steps, 2);
+}
+
+TEST(ForeignCoroutine, AWakeRacingWithThePollResumesTheCoroutineExactlyOnceOnTheThreadOfTheReadyPoll) {
+  for (int i = 0; i < 2000; ++i) {
+    own::RaceState s;
+    std::atomic<int> resumes{0};
+    int out = 0;
+    std::thread::id resumed_on;
+    {
+      Foreign f = own::await_racy(&s, &resumes, &out, &resumed_on);
+      const bool finished = f.wait();
+      for (auto& t : s.threads) t.join();
+      ASSERT_TRUE(finished) << "iteration " << i << ": a wake was lost";
+      s.late->wake();  // a wake after completion is harmless
+      EXPECT_EQ(resumes.load(), 1) << "iteration " << i;
+      EXPECT_EQ(out, 99);
+      EXPECT_EQ(resumed_on, s.ready_poll_thread) << "iteration " << i;
+    }
+    if (HasFailure()) break;
+  }
+}
+
+TEST(ForeignCoroutine, AnExceptionFromPollIsRethrownByTheCoAwait) {
+  std::optional<karx::Waker> kept;
+  int caught = 0;
+  std::thread::id caught_on;
+  Foreign at_once = own::await_throwing(true, &kept, &caught, &caught_on);
+  EXPECT_TRUE(at_once.finished());
+  EXPECT_EQ(caught, 1);
+  EXPECT_EQ(caught_on, std::this_thread::get_id());
+
+  caught = 0;
+  Foreign later = own::await_throwing(false, &kept, &caught, &caught_on);
+  EXPECT_FALSE(later.finished());
+  ASSERT_TRUE(kept);
+  std::thread::id waker_thread;
+  std::thread t([&] {
+    waker_thread = std::this_thread::get_id();
+    kept->wake();  // the re-poll throws here: the coroutine catches it here
+  });
+  t.join();
+  ASSERT_TRUE(later.finished());
+  EXPECT_EQ(caught, 2);
+  EXPECT_EQ(caught_on, waker_thread);
+  kept.reset();
+}
+
+TEST(ForeignCoroutine, WakersThatOutliveTheCoroutineMayStillBeWokenAndDropped) {
+  std::vector<karx::Waker> kept;
+  std::atomic<int> resumes{0};
+  {
+    Foreign f = own::await_keeps_wakers(&kept, &resumes);
+    EXPECT_FALSE(f.finished());
+    ASSERT_EQ(kept.size(), 1u);
+    kept[0].wake();  // re-polled here: ready; the coroutine finishes
+    ASSERT_TRUE(f.finished());
+    EXPECT_EQ(kept.size(), 2u);
+  }  // the frame and its awaiter are gone; the wakers still point at the wake block
+  for (auto& w : kept) {
+    w.wake();
+    karx::Waker clone = w;
+    std::move(clone).wake_and_release();
+  }
+  kept.clear();
+  EXPECT_EQ(resumes.load(), 1);
+}
+
+TEST(ForeignCoroutine, DestroyingTheCoroutineWhileItWaitsCancelsTheWait) {
+  // A kept waker: woken after the destruction, it resumes nothing.
+  auto latch = std::make_shared<LatchState>();
+  std::atomic<int> drops{0}, resumed{0};
+  {
+    Foreign f = own::await_latch(latch, &drops, &resumed);
+    EXPECT_FALSE(f.finished());
+  }
+  EXPECT_EQ(drops.load(), 1);  // the awaited future was destroyed with the frame
+  latch->release();
+  EXPECT_EQ(resumed.load(), 0);
+
+  // A sleep: its timer entry goes with it.
+  const std::size_t timers = karx::detail::timer_pending_count();
+  {
+    Foreign f = adl::sleep_forever(&resumed);
+    EXPECT_EQ(karx::detail::timer_pending_count(), timers + 1);
+  }
+  EXPECT_EQ(karx::detail::timer_pending_count(), timers);
+
+  // A future that keeps no waker.
+  std::optional<karx::Waker> none;
+  {
+    Foreign f = own::await_pending(false, &none, &resumed);
+  }
+  EXPECT_FALSE(none);
+  EXPECT_EQ(resumed.load(), 0);
+}
+
+TEST(ForeignCoroutine, DestroyingTheCoroutineWaitsForARepollInProgressAndThenResumesNothing) {
+  probes::Gate gate;
+  std::optional<karx::Waker> kept;
+  std::atomic<int> drops{0}, resumed{0};
+  std::optional<Foreign> f;
+  f.emplace(own::await_held(&gate, &kept, &drops, &resumed));
+  ASSERT_TRUE(kept);
+  gate.arm();
+  std::thread waker([&] { kept->wake(); });  // re-polls on this thread, held at the gate
+  ASSERT_TRUE(gate.wait_arrived());
+  std::atomic<bool> destroyed{false};
+  std::thread destroyer([&] {
+    f.reset();  // must wait for the re-poll to return before destroying the future
+    destroyed.store(true);
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(destroyed.load());
+  EXPECT_EQ(drops.load(), 0);
+  gate.open();  // the re-poll finds the future ready, sees the destruction, resumes nothing
+  destroyer.join();
+  waker.join();
+  EXPECT_TRUE(destroyed.load());
+  EXPECT_EQ(drops.load(), 1);
+  EXPECT_EQ(resumed.load(), 0);
+  kept.reset();
+}
+
+// Inside an Async the task's own poll polls karx futures (the promise's await_transform comes
+// before the free operator): the frame resumes inside a task's poll on a worker, not on the
+// thread that woke the future (here, the timer thread).
+karx::Async<int> sleeps_then_checks(karx::Runtime* rt) {
+  co_await karx::sleep_for(5ms);
+  const bool on_worker = karx::Runtime::current() == rt;
+  auto child = karx::exec([]() -> karx::Async<int> {
+    co_await karx::sleep_for(5ms);
+    co_return 1;
+  }());
+  const std::optional<int> r = co_await child;
+  co_return on_worker&& karx::Runtime::current() == rt&& r == 1 ? 1 : 0;
+}
+
+TEST(ForeignCoroutine, InsideAnAsyncTheTaskPollsKarxFuturesItself) {
+  karx::Runtime rt({.processors = 2});
+  EXPECT_EQ(rt.block_on(sleeps_then_checks(&rt)), 1);
+  EXPECT_EQ(karx::block_on(rt.spawn(sleeps_then_checks(&rt))), std::optional<int>(1));
+}
 
 // ============================================================================================
 // JoinHandle::is_finished.
