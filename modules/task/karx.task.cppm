@@ -21,3 +21,4 @@ export import :cell;
 export import :chain;
 export import :frame_block;
 export import :async_cell;
+export import :awaitable_bridge;

@@ -1,5 +1,6 @@
 // Interoperation with other coroutine types: karx futures awaited from a coroutine that is not
-// karx::Async (the free operator co_await), and JoinHandle::is_finished.
+// karx::Async (the free operator co_await), standard awaitables awaited inside karx::Async (the
+// bridge leaf), and JoinHandle::is_finished.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -81,6 +82,19 @@ class Foreign {
   std::shared_ptr<State> state_;
 };
 
+// A lazy coroutine that destroys itself when it finishes: what an awaitable's await_suspend
+// may return for symmetric transfer.
+struct Detached {
+  struct promise_type {
+    Detached get_return_object() { return Detached{std::coroutine_handle<promise_type>::from_promise(*this)}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> handle;
+};
+
 // --- Futures and wakers of the tests ------------------------------------------------------
 
 // Counts the task allocations (wake blocks and bridges come from the task allocator) made on
@@ -132,6 +146,32 @@ struct Latch {
     return karx::pending;
   }
 };
+
+// A raw waker that counts the clones alive and the wakes: shows which waker a leaf registered
+// and when it let go of it.
+struct WakerCount {
+  std::atomic<int> live{0};  // clones not yet dropped (the original included)
+  std::atomic<int> wakes{0};
+
+  static WakerCount* of(const void* d) { return static_cast<WakerCount*>(const_cast<void*>(d)); }
+  static karx::RawWaker clone(const void* d);
+  static void wake_by_ref(const void* d) { of(d)->wakes.fetch_add(1); }
+  static void drop(const void* d) { of(d)->live.fetch_sub(1); }
+  static void wake(const void* d) {
+    wake_by_ref(d);
+    drop(d);
+  }
+  static constexpr karx::RawWakerVTable vtable{&clone, &wake, &wake_by_ref, &drop};
+
+  karx::Waker waker() {
+    live.fetch_add(1);
+    return karx::Waker::from_raw(karx::RawWaker{this, &vtable});
+  }
+};
+karx::RawWaker WakerCount::clone(const void* d) {
+  of(d)->live.fetch_add(1);
+  return karx::RawWaker{d, &vtable};
+}
 
 // ============================================================================================
 // karx futures awaited from a foreign coroutine.
@@ -602,6 +642,409 @@ TEST(ForeignCoroutine, InsideAnAsyncTheTaskPollsKarxFuturesItself) {
   karx::Runtime rt({.processors = 2});
   EXPECT_EQ(rt.block_on(sleeps_then_checks(&rt)), 1);
   EXPECT_EQ(karx::block_on(rt.spawn(sleeps_then_checks(&rt))), std::optional<int>(1));
+}
+
+// ============================================================================================
+// Standard awaitables awaited inside karx::Async.
+// ============================================================================================
+
+namespace awaitables {
+
+// An operation that completes on a thread of its own, `delay` after await_suspend started it
+// (or once `go` is set). Its state is shared with that thread, so its awaiter may be destroyed
+// while it runs (the operation tolerates it: the awaiter is cancellable).
+struct ThreadOp {
+  std::atomic<bool> go{true};
+  std::chrono::milliseconds delay{0};
+  int result = 0;  // written by the operation's thread before it resumes the handle
+  std::thread::id completed_on;
+  std::thread thread;
+  std::atomic<bool> started{false};  // set once `thread` is assigned
+  ~ThreadOp() {
+    if (!thread.joinable()) return;
+    // The thread may hold the last reference to its operation.
+    if (thread.get_id() == std::this_thread::get_id())
+      thread.detach();
+    else
+      thread.join();
+  }
+};
+struct OnThread {
+  std::shared_ptr<ThreadOp> op;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    op->thread = std::thread([op = op, h] {
+      while (!op->go.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+      std::this_thread::sleep_for(op->delay);
+      op->result = 42;
+      op->completed_on = std::this_thread::get_id();
+      h.resume();
+    });
+    op->started.store(true, std::memory_order_release);
+  }
+  int await_resume() const { return op->result; }
+};
+
+// await_suspend's return: false (not suspended), true, the bridge's own handle, or another
+// coroutine's handle that resumes the bridge (`resume_first`: the bridge is resumed inside
+// await_suspend already, before it returns that handle).
+enum class Returns { bool_false, handle_itself, other_handle, resumed_then_other_handle };
+Detached run_then_resume(std::coroutine_handle<> bridge, bool* ran) {
+  *ran = true;
+  if (bridge) bridge.resume();
+  co_return;
+}
+struct ReturnsFalse {
+  int* suspends;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<>) noexcept {
+    ++*suspends;
+    return false;
+  }
+  int await_resume() const noexcept { return 8; }
+};
+struct ReturnsHandle {
+  Returns how;
+  bool* ran;
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) {
+    switch (how) {
+      case Returns::handle_itself:
+        return h;
+      case Returns::other_handle:
+        return run_then_resume(h, ran).handle;
+      case Returns::resumed_then_other_handle:
+        h.resume();
+        return run_then_resume(nullptr, ran).handle;
+      default:
+        return std::noop_coroutine();
+    }
+  }
+  int await_resume() const noexcept { return 9; }
+};
+
+// Resumes the handle before await_suspend returns: on this thread, or on another one that
+// await_suspend joins, or on another one it does not wait for (racing with the return).
+enum class Early { same_thread, joined_thread, racing_thread };
+struct ResumesEarly {
+  Early how;
+  std::thread* racer;
+  int value = 0;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    switch (how) {
+      case Early::same_thread:
+        value = 1;
+        h.resume();
+        break;
+      case Early::joined_thread:
+        std::thread([this, h] {
+          value = 2;
+          h.resume();
+        }).join();
+        break;
+      case Early::racing_thread:
+        *racer = std::thread([this, h] {
+          value = 3;
+          h.resume();
+        });
+        break;
+    }
+  }
+  int await_resume() const noexcept { return value; }
+};
+
+// Throws from await_suspend (the handle not taken) or from await_resume.
+struct ThrowsFrom {
+  bool suspend;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    if (suspend) throw Boom(4);
+    h.resume();
+    return true;
+  }
+  int await_resume() const { throw Boom(5); }
+};
+
+// Awaitables through operator co_await: a member one, and a free one found by ADL.
+struct ValueAwaiter {
+  int value;
+  bool await_ready() const noexcept { return true; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  int await_resume() const noexcept { return value; }
+};
+struct WithMember {
+  int value;
+  ValueAwaiter operator co_await() const noexcept { return ValueAwaiter{value}; }
+};
+struct WithFree {
+  int value;
+};
+OnThread operator co_await(WithFree w) {
+  auto op = std::make_shared<ThreadOp>();
+  op->delay = std::chrono::milliseconds(w.value);
+  return OnThread{std::move(op)};
+}
+// A non-movable awaiter, made in place by operator co_await.
+struct Pinned {
+  int value;
+  Pinned(int v) : value(v) {}
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<>) const noexcept { return false; }
+  int await_resume() const noexcept { return value; }
+};
+struct MakesPinned {
+  int value;
+  Pinned operator co_await() const { return Pinned(value); }
+};
+
+// A foreign coroutine awaited inside an Async: a lazy task type with the usual continuation.
+struct ForeignTask {
+  struct promise_type {
+    int value = 0;
+    std::coroutine_handle<> continuation;
+    ForeignTask get_return_object() { return ForeignTask{std::coroutine_handle<promise_type>::from_promise(*this)}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct Final {
+      bool await_ready() noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+        return h.promise().continuation;
+      }
+      void await_resume() noexcept {}
+    };
+    Final final_suspend() noexcept { return {}; }
+    void return_value(int v) { value = v; }
+    void unhandled_exception() { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> h;
+  ForeignTask(ForeignTask&& o) noexcept : h(std::exchange(o.h, nullptr)) {}
+  ~ForeignTask() {
+    if (h) h.destroy();
+  }
+  struct Awaiter {
+    std::coroutine_handle<promise_type> h;
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> continuation) noexcept {
+      h.promise().continuation = continuation;
+      return h;  // symmetric transfer into the task
+    }
+    int await_resume() const noexcept { return h.promise().value; }
+  };
+  Awaiter operator co_await() && noexcept { return Awaiter{h}; }
+
+ private:
+  explicit ForeignTask(std::coroutine_handle<promise_type> handle) : h(handle) {}
+};
+ForeignTask foreign_sum(std::shared_ptr<ThreadOp> op) {
+  const int v = co_await OnThread{std::move(op)};  // a foreign coroutine awaiting a thread
+  co_return v + 1;
+}
+
+}  // namespace awaitables
+
+karx::Async<int> await_on_thread(std::shared_ptr<awaitables::ThreadOp> op, karx::Runtime* rt, bool* in_task) {
+  const int v = co_await awaitables::OnThread{std::move(op)};
+  *in_task = rt == nullptr || karx::Runtime::current() == rt;
+  co_return v;
+}
+
+TEST(AsyncAwaitsAwaitables, OneThatCompletesOnAnotherThreadResumesInTheTasksPoll) {
+  karx::Runtime rt({.processors = 2});
+  auto op = std::make_shared<awaitables::ThreadOp>();
+  op->delay = 10ms;
+  bool in_task = false;
+  const std::optional<int> r = karx::block_on(rt.spawn(await_on_thread(op, &rt, &in_task)));
+  EXPECT_EQ(r, std::optional<int>(42));
+  EXPECT_TRUE(in_task);  // not on the operation's thread: the task was woken and rescheduled
+
+  // Polled by hand: pending, one wake from the operation's thread, then ready.
+  auto op2 = std::make_shared<awaitables::ThreadOp>();
+  op2->go = false;
+  WakerCount wc;
+  {
+    karx::Waker w = wc.waker();
+    auto a = await_on_thread(op2, nullptr, &in_task);
+    EXPECT_TRUE(probes::poll_with(a, w).is_pending());
+    EXPECT_EQ(wc.live.load(), 2);  // the bridge holds a clone
+    op2->go = true;
+    op2->thread.join();
+    EXPECT_EQ(wc.wakes.load(), 1);
+    EXPECT_EQ(wc.live.load(), 1);  // the completion consumed the clone
+    auto p = probes::poll_with(a, w);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), 42);
+  }
+  EXPECT_EQ(wc.live.load(), 0);
+}
+
+karx::Async<int> await_returns_false(int* suspends) { co_return co_await awaitables::ReturnsFalse{suspends}; }
+karx::Async<int> await_returns_handle(awaitables::Returns how, bool* ran) {
+  co_return co_await awaitables::ReturnsHandle{how, ran};
+}
+
+TEST(AsyncAwaitsAwaitables, AwaitSuspendReturningFalseDoesNotSuspend) {
+  int suspends = 0;
+  WakerCount wc;
+  {
+    karx::Waker w = wc.waker();
+    auto a = await_returns_false(&suspends);
+    auto p = probes::poll_with(a, w);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), 8);
+    EXPECT_EQ(suspends, 1);
+    EXPECT_EQ(wc.wakes.load(), 0);
+    EXPECT_EQ(wc.live.load(), 1);  // the bridge and its clone are gone already
+  }
+}
+
+TEST(AsyncAwaitsAwaitables, AwaitSuspendReturningAHandle) {
+  WakerCount wc;
+  karx::Waker w = wc.waker();
+  {
+    // Its own argument: resume the awaiting coroutine at once.
+    bool ran = false;
+    auto a = await_returns_handle(awaitables::Returns::handle_itself, &ran);
+    auto p = probes::poll_with(a, w);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), 9);
+    EXPECT_EQ(wc.wakes.load(), 0);
+  }
+  for (auto how : {awaitables::Returns::other_handle, awaitables::Returns::resumed_then_other_handle}) {
+    // Another coroutine: it runs (symmetric transfer) once the chain has suspended; the bridge
+    // is resumed by it (or was, inside await_suspend), which wakes the task once.
+    bool ran = false;
+    const int wakes = wc.wakes.load();
+    auto a = await_returns_handle(how, &ran);
+    EXPECT_TRUE(probes::poll_with(a, w).is_pending());
+    EXPECT_TRUE(ran);
+    EXPECT_EQ(wc.wakes.load(), wakes + 1);
+    auto p = probes::poll_with(a, w);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), 9);
+  }
+  EXPECT_EQ(wc.live.load(), 1);
+}
+
+karx::Async<int> await_resumes_early(awaitables::Early how, std::thread* racer) {
+  co_return co_await awaitables::ResumesEarly{how, racer};
+}
+
+TEST(AsyncAwaitsAwaitables, ResumedBeforeAwaitSuspendReturns) {
+  WakerCount wc;
+  karx::Waker w = wc.waker();
+  for (auto how : {awaitables::Early::same_thread, awaitables::Early::joined_thread}) {
+    auto a = await_resumes_early(how, nullptr);
+    auto p = probes::poll_with(a, w);  // completes in the first poll, with no wake
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), how == awaitables::Early::same_thread ? 1 : 2);
+  }
+  EXPECT_EQ(wc.wakes.load(), 0);
+  EXPECT_EQ(wc.live.load(), 1);
+
+  // Racing with the return of await_suspend, and with the chain's suspension.
+  for (int i = 0; i < 2000; ++i) {
+    std::thread racer;
+    auto a = await_resumes_early(awaitables::Early::racing_thread, &racer);
+    probes::WakeCounter counter;
+    const int v = probes::block_on(a, counter);
+    racer.join();
+    ASSERT_EQ(v, 3) << "iteration " << i;
+    ASSERT_LE(counter.wakes(), 1) << "iteration " << i;
+  }
+}
+
+karx::Async<int> await_pending_then_drop(std::shared_ptr<awaitables::ThreadOp> op, bool* resumed) {
+  const int v = co_await awaitables::OnThread{std::move(op)};
+  *resumed = true;
+  co_return v;
+}
+
+TEST(AsyncAwaitsAwaitables, DestroyingTheAsyncWhileTheAwaitableIsPendingLeavesNothingBehind) {
+  auto op = std::make_shared<awaitables::ThreadOp>();
+  op->go = false;
+  WakerCount wc;
+  bool resumed = false;
+  {
+    karx::Waker w = wc.waker();
+    auto a = await_pending_then_drop(op, &resumed);
+    EXPECT_TRUE(probes::poll_with(a, w).is_pending());
+    EXPECT_EQ(wc.live.load(), 2);
+  }  // the Async, its frame and the awaiter are destroyed; the operation still holds the bridge
+  EXPECT_EQ(wc.live.load(), 0);  // the bridge let go of the waker at once
+  op->go = true;                 // now the operation completes and resumes the bridge
+  op->thread.join();
+  EXPECT_EQ(wc.wakes.load(), 0);
+  EXPECT_FALSE(resumed);
+  // (ASan: the bridge was freed by that completion; nothing of the Async was touched.)
+
+  // A runtime task canceled while it waits.
+  karx::Runtime rt({.processors = 2});
+  auto op2 = std::make_shared<awaitables::ThreadOp>();
+  op2->go = false;
+  auto handle = rt.spawn(await_pending_then_drop(op2, &resumed));
+  while (!op2->started.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+  handle.cancel();
+  EXPECT_EQ(karx::block_on(std::move(handle)), std::nullopt);
+  op2->go = true;
+  op2->thread.join();
+  EXPECT_FALSE(resumed);
+}
+
+karx::Async<int> await_throwing(bool from_suspend) {
+  try {
+    (void)co_await awaitables::ThrowsFrom{from_suspend};
+  } catch (const Boom& e) {
+    co_return e.id;
+  }
+  co_return 0;
+}
+
+TEST(AsyncAwaitsAwaitables, ExceptionsFromTheAwaiterReachTheCoAwait) {
+  for (const bool from_suspend : {true, false}) {
+    auto a = await_throwing(from_suspend);
+    auto p = probes::poll_once(a);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), from_suspend ? 4 : 5);
+  }
+}
+
+karx::Async<int> await_through_operators(std::shared_ptr<awaitables::ThreadOp> op) {
+  const int a = co_await awaitables::WithMember{1};
+  const int b = co_await awaitables::WithFree{2};  // 42 after 2 ms on its own thread
+  const int c = co_await awaitables::MakesPinned{3};
+  const int d = co_await awaitables::foreign_sum(std::move(op));  // 43
+  co_return a + b + c + d;
+}
+
+TEST(AsyncAwaitsAwaitables, OperatorCoAwaitAndForeignCoroutineTypes) {
+  auto op = std::make_shared<awaitables::ThreadOp>();
+  EXPECT_EQ(karx::block_on(await_through_operators(op)), 1 + 42 + 3 + 43);
+}
+
+TEST(AsyncAwaitsAwaitables, TheCompletionWakesTheWakerOfTheLatestPoll) {
+  auto op = std::make_shared<awaitables::ThreadOp>();
+  op->go = false;
+  WakerCount first, second;
+  bool in_task = false;
+  {
+    karx::Waker w1 = first.waker(), w2 = second.waker();
+    auto a = await_on_thread(op, nullptr, &in_task);
+    EXPECT_TRUE(probes::poll_with(a, w1).is_pending());
+    EXPECT_TRUE(probes::poll_with(a, w2).is_pending());  // polled by someone else now
+    EXPECT_EQ(first.live.load(), 1);                     // the first clone was dropped
+    EXPECT_EQ(second.live.load(), 2);
+    op->go = true;
+    op->thread.join();
+    EXPECT_EQ(first.wakes.load(), 0);
+    EXPECT_EQ(second.wakes.load(), 1);
+    auto p = probes::poll_with(a, w2);
+    ASSERT_TRUE(p.is_ready());
+    EXPECT_EQ(p.value(), 42);
+  }
+  EXPECT_EQ(first.live.load(), 0);
+  EXPECT_EQ(second.live.load(), 0);
 }
 
 // ============================================================================================
