@@ -36,6 +36,8 @@ module;
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <utility>
 module karx.task;
@@ -108,6 +110,16 @@ class Unbudgeted {
   int budget_;
   bool yield_;
 };
+
+// The foreign awaiters whose future this thread is polling, innermost first (a poll may wake
+// another foreign coroutine, whose re-poll then runs nested in it). detach() looks here: a
+// coroutine destroyed from inside the poll of the very future it awaits would destroy that
+// future while it runs, and would wait for itself for ever; that is a fatal error instead.
+struct PollingHere {
+  const ForeignAwaitBase* awaiter;
+  PollingHere* outer;
+};
+thread_local constinit PollingHere* polling_here = nullptr;
 
 }  // namespace
 
@@ -183,11 +195,14 @@ bool ForeignWakeAccess::poll_with(ForeignAwaitBase* awaiter, ForeignWakeBlock* b
   // itself) lives at least as long as this poll.
   Waker borrowed = Waker::from_raw(b != nullptr ? RawWaker{b, &block_vtable} : RawWaker{awaiter, &lazy_vtable});
   Context cx(borrowed);
+  PollingHere here{awaiter, polling_here};
+  polling_here = &here;
   bool ready;
   {
     Unbudgeted unbudgeted;
     ready = awaiter->poll_(awaiter, cx);
   }
+  polling_here = here.outer;
   (void)std::move(borrowed).into_raw();
   return ready;
 }
@@ -288,6 +303,14 @@ void ForeignAwaitBase::detach() noexcept {
       // go, having seen DETACHED. acquire: its accesses to the future and to this awaiter
       // happen before we destroy them.
       state |= DETACHED;
+      if ((state & POLLING) != 0) {
+        for (const PollingHere* p = polling_here; p != nullptr; p = p->outer)
+          if (p->awaiter == this) {
+            std::fputs("karx: fatal: a coroutine awaiting a karx future was destroyed from inside that future's poll\n",
+                       stderr);
+            std::abort();
+          }
+      }
       while ((state & POLLING) != 0) {
         b->state.wait(state, std::memory_order_acquire);
         state = b->state.load(std::memory_order_acquire);

@@ -378,6 +378,25 @@ Foreign await_keeps_wakers(std::vector<karx::Waker>* kept, std::atomic<int>* res
   resumes->fetch_add(1);
 }
 
+// Destroys the coroutine that awaits it from inside its own re-poll (a misuse: the future
+// would be destroyed while it runs).
+struct DestroysItsAwaiter {
+  Foreign** owner;
+  std::optional<karx::Waker>* kept;
+  karx::Poll<int> poll(karx::Context& cx) {
+    if (!*kept) {
+      *kept = cx.waker();
+      return karx::pending;
+    }
+    (*owner)->destroy();
+    return karx::ready(0);
+  }
+};
+
+Foreign await_destroyer(Foreign** owner, std::optional<karx::Waker>* kept) {
+  (void)co_await DestroysItsAwaiter{owner, kept};
+}
+
 }  // namespace own
 
 // The task of a runtime test: waits for the latch, records its thread, returns 42 (or throws).
@@ -622,6 +641,18 @@ TEST(ForeignCoroutine, DestroyingTheCoroutineWaitsForARepollInProgressAndThenRes
   EXPECT_EQ(drops.load(), 1);
   EXPECT_EQ(resumed.load(), 0);
   kept.reset();
+}
+
+TEST(ForeignCoroutineDeathTest, DestroyedFromInsideThePollOfTheFutureItAwaitsIsAFatalError) {
+  EXPECT_DEATH(
+      {
+        std::optional<karx::Waker> kept;
+        Foreign* owner = nullptr;
+        Foreign f = own::await_destroyer(&owner, &kept);
+        owner = &f;
+        kept->wake();  // re-polled here; the poll destroys the frame: detach cannot wait for itself
+      },
+      "destroyed from inside that future's poll");
 }
 
 // Inside an Async the task's own poll polls karx futures (the promise's await_transform comes
