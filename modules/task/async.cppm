@@ -1,9 +1,10 @@
 // Async<T>: a lazy coroutine that is a Future.
 //
-// Inside an Async, `co_await` takes any Future (polled in place; JoinHandles included) and any
-// Async<U> (run as a child frame). Awaited Asyncs form a chain of frames; when a leaf future
+// Inside an Async, `co_await` takes any Future (polled in place; JoinHandles included), any
+// Async<U> (run as a child frame) and any standard awaitable (a leaf completed through a
+// bridge: impl/task/awaitable_bridge.cppm). Awaited Asyncs form a chain of frames; when a leaf
 // is pending, the whole chain suspends and the root's poll returns pending; the next poll
-// polls that leaf future again and, once it is ready, resumes the innermost frame directly.
+// polls that leaf again and, once it is ready, resumes the innermost frame directly.
 // Children hand control back to their parent by symmetric transfer, so deep chains use no
 // native stack. impl/task/chain.cppm keeps the chain's bookkeeping, impl/task/frame_block.cppm
 // the room in front of each frame that lets spawn() make the frame a task's only block.
@@ -18,6 +19,7 @@ module;
 #include <utility>
 export module karx.task:async;
 import karx.waker;
+import :awaitable_bridge;
 import :chain;
 import :frame_block;
 
@@ -119,16 +121,24 @@ struct AsyncPromiseBase {
   // Taken by the parent's await_resume, or by the root's poller.
   inline void unhandled_exception() noexcept { current_async_poll->fail(std::current_exception()); }
 
+  // Three kinds of operand, in this order: an Async (a child frame of the chain), a karx Future
+  // (polled by the chain), a standard awaitable (awaitable_bridge.cppm: a leaf of the chain that
+  // the awaitable completes through a bridge). The awaiters returned are not Futures, so the
+  // free operator co_await of foreign_await.cppm never applies to them: inside an Async a karx
+  // future is always polled with the task's own context, and its frame resumes in the poll.
   template <class A>
   decltype(auto) await_transform(A&& awaited) {
     using Plain = std::remove_cvref_t<A>;
     if constexpr (is_async<Plain>) {
       return std::forward<A>(awaited).child_awaiter();
-    } else {
-      static_assert(Future<Plain>,
-                    "karx::Async can co_await only a karx::Future (something with poll(Context&) -> Poll<X>), "
-                    "an Async<U> or a JoinHandle");
+    } else if constexpr (Future<Plain>) {
       return FutureAwaiter<Plain>(awaited);
+    } else {
+      static_assert(StandardAwaitable<A>,
+                    "karx::Async can co_await a karx::Future (something with poll(Context&) -> Poll<X>), an "
+                    "Async<U>, a JoinHandle, or a standard awaitable (await_ready/await_suspend/await_resume, "
+                    "or an operator co_await that yields one)");
+      return awaitable_leaf_for<A>(std::forward<A>(awaited));
     }
   }
 };
@@ -145,8 +155,10 @@ struct AsyncPromise : AsyncPromiseAlloc<T> {
   std::optional<T> value;
   Async<T> get_return_object() noexcept;
   template <class U = T>
-  requires std::is_constructible_v<T, U&&>
-  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
+    requires std::is_constructible_v<T, U&&>
+  void return_value(U&& v) {
+    value.emplace(std::forward<U>(v));
+  }
 };
 
 template <>

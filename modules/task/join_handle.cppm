@@ -86,6 +86,27 @@ class JoinHandle {
     if (h_ != nullptr) detail::cancel_handle(h_);
   }
 
+  // True once poll would not pend: the task completed (or threw), or it was canceled and its
+  // future has been destroyed. A snapshot that only moves from false to true while the handle
+  // is held: once true, the next poll yields (the cooperative budget aside, which may still
+  // defer it by one turn). Never polls, registers or runs anything. Throws std::logic_error on
+  // an empty, moved-from or already yielded handle, as the other members do.
+  //
+  // Ordering: one acquire load of the state word, the same read poll starts with. The run that
+  // set COMPLETED wrote the output before its release CAS, and the run or Task::cancel that
+  // destroyed a canceled future cleared SCHEDULED/RUNNING with a release RMW after the
+  // destructor; a load that sees either state therefore sees the output, or the destructor's
+  // effects, and everything the task did before. Both states are final while the handle
+  // exists (nothing clears COMPLETED, and a CLOSED task is never scheduled again), and a later
+  // poll's load on this thread reads the same value or a later one (read-read coherence), so
+  // it agrees: after a true here the poll yields, unless the budget defers it.
+  bool is_finished() const {
+    const std::size_t state = header("is_finished")->state.load(std::memory_order_acquire);
+    using namespace detail::state;
+    if ((state & CLOSED) != 0) return (state & (SCHEDULED | RUNNING)) == 0;
+    return (state & COMPLETED) != 0;
+  }
+
   // Gives up the result; the task keeps running. The handle becomes empty.
   void detach() noexcept {
     if (h_ != nullptr) detail::detach_handle(std::exchange(h_, nullptr));

@@ -7,6 +7,7 @@ export import :join_handle;
 export import :spawn;
 export import :async;
 export import :spawn_on;
+export import :foreign_await;
 // Internal partitions: exported as a module requires; they export no names but test hooks
 // (docs/design.md, "Modules and files").
 export import :state;
@@ -21,3 +22,4 @@ export import :chain;
 export import :frame_block;
 export import :async_cell;
 export import :remote_cancel;
+export import :awaitable_bridge;
