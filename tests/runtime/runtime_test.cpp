@@ -551,7 +551,13 @@ karx::Async<int> waits_for_a_flag_set_by_another_task(karx::Runtime* rt, std::at
   }(flag));
   setter.detach();
   // The setter needs this worker (the only one, and no thread is left to start another).
-  karx::block_on(karx::sleep_for(std::chrono::milliseconds(30)));  // long enough for the setter
+  // Wait until it has run, in short sleeps, for at most 10 s (a loaded machine may make its
+  // timer late; without helping it never runs at all).
+  karx::block_on([](std::atomic<bool>* f) -> karx::Async<void> {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!f->load() && std::chrono::steady_clock::now() < give_up)
+      co_await karx::sleep_for(std::chrono::milliseconds(1));
+  }(flag));
   co_return flag->load() ? 1 : 0;
 }
 
