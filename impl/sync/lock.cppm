@@ -65,6 +65,11 @@ class SyncLockGuard {
   }
   // Lets go before the end of the scope (to wake wakers outside the lock).
   inline void unlock() noexcept { std::exchange(lock_, nullptr)->unlock(); }
+  // Takes the lock again after unlock().
+  inline void relock(SyncLock& lock) noexcept {
+    lock_ = &lock;
+    lock_->lock();
+  }
 
  private:
   SyncLock* lock_;

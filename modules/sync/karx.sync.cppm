@@ -5,6 +5,10 @@
 export module karx.sync;
 export import karx.waker;
 export import karx.task;
+export import :channel;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;
+export import :fatal;
+export import :ring;
+export import :channel_core;
