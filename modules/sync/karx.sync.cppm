@@ -6,6 +6,10 @@ export module karx.sync;
 export import karx.waker;
 export import karx.task;
 export import :channel;
+export import :oneshot;
+export import :mutex;
+export import :semaphore;
+export import :notify;
 // Internal partitions (no public names): the lock and the intrusive wait list.
 export import :lock;
 export import :wait_list;
