@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs every runtime benchmark of karx beside its peers and reports the targets of issue 4.
+"""Runs every runtime benchmark of karx beside its peers and reports the targets.
 
     scripts/bench [--quick] [--rounds R] [--reps K] [--min-time S] [--only W,...]
                   [--no-docs] [--json PATH] [--strict]
@@ -13,6 +13,11 @@ once they are built.) What it does, in order:
    karx_runtime_bench (karx, oneTBB, Boost.Asio; K repetitions, interleaved at random) and the
    Go peer (threads 1 and 2, K repetitions), alternating which of the two goes first. Every
    (workload, threads, library) gets R x K samples of ns per operation.
+   The karx.sync workloads (channel_1to1, channel_4to4: a bounded channel, karx beside Go's
+   channels and oneTBB's concurrent_bounded_queue with blocking std::threads, target karx <= Go;
+   mutex_uncontended, mutex_contended: karx::Mutex beside std::mutex in the same karx tasks and
+   Go's sync.Mutex) run the same way with karx_sync_bench in place of karx_runtime_bench, at the
+   processor counts of their definition (SYNC below). `--only sync` selects the four.
 2. The workloads that are not throughput loops, each measurement in its own process: blocking
    (karx with three variants, Go, oneTBB, Asio), blocked_or_busy (karx: a ticker beside 100
    unannounced blocking calls; threads started for 200 CPU-bound polls), idle (CPU time of an
@@ -62,21 +67,37 @@ THROUGHPUT = [
     ("skynet", "ns/task", 0.5),
 ]
 THROUGHPUT_NAMES = [w for w, _, _ in THROUGHPUT]
+# The karx.sync workloads (karx_sync_bench and the Go peer): (workload, unit, processors, target
+# for karx's median / Go's median, or None). GOMAXPROCS is the processor count; oneTBB's threads
+# are pinned to that many CPUs.
+SYNC = [
+    ("channel_1to1", "ns/message", (1, 2), 1.0),
+    ("channel_4to4", "ns/message", (1, 2), 1.0),
+    ("mutex_uncontended", "ns/lock", (1,), None),
+    ("mutex_contended", "ns/lock", (2,), None),
+]
+SYNC_NAMES = [w for w, _, _, _ in SYNC]
+# The sync table's columns, and the C++ peer of each workload ("karx ÷ C++ peer").
+SYNC_LIBS = ("karx", "go", "tbb", "stdmutex")
+SYNC_CPP_PEER = {"channel_1to1": "tbb", "channel_4to4": "tbb",
+                 "mutex_uncontended": "stdmutex", "mutex_contended": "stdmutex"}
+UNITS = {**{w: u for w, u, _ in THROUGHPUT}, **{w: u for w, u, _, _ in SYNC}}
 SPECIAL_NAMES = ["blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory", "task_layer"]
 PROBE_SECTIONS = ("blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory")
 THREADS = (1, 2)
-GBENCH_LIBS = ("karx", "tbb", "asio", "tbbinvoke")
+GBENCH_LIBS = ("karx", "tbb", "asio", "tbbinvoke", "stdmutex")
 # The table's columns; the chart draws the first four (CHART_LIBS).
 LIBS = ("karx", "tbb", "asio", "go", "tbbinvoke")
 CHART_LIBS = ("karx", "tbb", "asio", "go")
 DEFAULT_LIBS = ("karx", "tbb", "asio", "go")
 PEERS = ("tbb", "asio", "go")
 LIB_TITLES = {"karx": "karx", "tbb": "oneTBB", "asio": "Boost.Asio", "go": "Go",
-              "tbbinvoke": "oneTBB parallel_invoke"}
+              "tbbinvoke": "oneTBB parallel_invoke", "stdmutex": "std::mutex"}
 # Fork-join has no Boost.Asio idiom (a handler cannot wait for its children); its target is
 # against oneTBB, written with a task_group and with parallel_invoke (the better of the two);
 # Go runs for comparison.
-WORKLOAD_LIBS = {"fib": ("karx", "tbb", "go", "tbbinvoke"), "skynet": ("karx", "tbb", "go", "tbbinvoke")}
+WORKLOAD_LIBS = {"fib": ("karx", "tbb", "go", "tbbinvoke"), "skynet": ("karx", "tbb", "go", "tbbinvoke"),
+                 **{w: ("karx", "go", SYNC_CPP_PEER[w]) for w in SYNC_NAMES}}
 RATIO_PEERS = {"fib": ("tbb", "tbbinvoke"), "skynet": ("tbb", "tbbinvoke")}
 
 
@@ -90,6 +111,16 @@ def gbench_libs_of(workload):
 
 def ratio_peers_of(workload):
     return RATIO_PEERS.get(workload, PEERS)
+
+
+def threads_of(workload):
+    """The thread (processor) counts a workload runs with."""
+    return next((t for w, _, t, _ in SYNC if w == workload), THREADS)
+
+
+def producer_of(workload):
+    """The Google Benchmark binary that holds a workload's C++ libraries (its name in reports)."""
+    return "karx_sync_bench" if workload in SYNC_NAMES else "karx_runtime_bench"
 
 # Targets of the special workloads.
 BLOCKING_SLACK_MS = 2.0           # karx default: max gap <= threshold + 2 ms (and <= Go's)
@@ -240,9 +271,9 @@ class Throughput:
         self.samples = {}     # (workload, threads, lib) -> [ns/op]
         self.failures = {}    # (workload, threads, lib) -> [short reasons]
         self.units = {}       # (workload, threads, lib) -> unit reported by the producer
-        self.raw_gbench = []  # iteration entries of karx_runtime_bench, with the round
+        self.raw_gbench = []  # iteration entries of the Google Benchmark binaries, with the round
         self.raw_go = []      # JSON lines of the Go peer, with the round
-        self.gbench_context = None
+        self.gbench_context = {}  # producer -> its first JSON context
         self.go_min_time_suffix = ""  # "s" if the Go peer wants a duration ("0.2s")
         self.runs = []        # what ran, how long
 
@@ -251,22 +282,24 @@ class Throughput:
         self.problems.add(what or f"{lib} {workload}/{threads}", reason, detail)
 
     def run_gbench(self, workload: str, rnd: int) -> None:
-        binary = self.args.runtime_bench
+        producer = producer_of(workload)
+        binary = self.args.sync_bench if producer == "karx_sync_bench" else self.args.runtime_bench
+        threads_run = threads_of(workload)
         if not executable(binary):
             reason, detail = missing_reason(binary)
             for lib in gbench_libs_of(workload):
-                for t in THREADS:
+                for t in threads_run:
                     self.failures.setdefault((workload, t, lib), []).append(reason)
-            self.problems.add("karx_runtime_bench", reason, detail)
+            self.problems.add(producer, reason, detail)
             return
         argv = [binary, f"--benchmark_filter=^({'|'.join(gbench_libs_of(workload))})_{workload}/",
                 f"--benchmark_repetitions={self.args.reps}",
                 "--benchmark_enable_random_interleaving=true",
                 f"--benchmark_min_time={self.args.min_time:g}", "--benchmark_format=json"]
         res = run_process(argv, self.args.timeout)
-        self.runs.append({"round": rnd, "producer": "karx_runtime_bench", "workload": workload,
+        self.runs.append({"round": rnd, "producer": producer, "workload": workload,
                           "seconds": round(res.seconds, 2), "error": res.error})
-        log(f"  karx_runtime_bench {workload}: {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
+        log(f"  {producer} {workload}: {res.seconds:.1f} s" + (f" ({res.error})" if res.error else ""))
         doc = None
         if res.stdout.strip():
             try:
@@ -276,13 +309,12 @@ class Throughput:
         if doc is None:
             reason = res.error or "no JSON"
             for lib in gbench_libs_of(workload):
-                for t in THREADS:
+                for t in threads_run:
                     self.failures.setdefault((workload, t, lib), []).append(reason)
-            self.problems.add(f"karx_runtime_bench {workload}", reason,
+            self.problems.add(f"{producer} {workload}", reason,
                               res.detail or stderr_tail(res.stderr) or "its output was not Google Benchmark JSON")
             return
-        if self.gbench_context is None:
-            self.gbench_context = doc.get("context")
+        self.gbench_context.setdefault(producer, doc.get("context"))
         seen = set()
         errors = {}
         for b in doc.get("benchmarks", []):
@@ -290,7 +322,7 @@ class Throughput:
             if not m or m.group(1) not in GBENCH_LIBS or m.group(2) != workload:
                 continue
             lib, threads = m.group(1), int(m.group(3))
-            if threads not in THREADS:
+            if threads not in threads_run:
                 continue
             if b.get("error_occurred"):
                 errors[(lib, threads)] = b.get("error_message", "error")
@@ -304,10 +336,10 @@ class Throughput:
                 continue
             seen.add((lib, threads))
             self.samples.setdefault((workload, threads, lib), []).append(ns)
-            self.units[(workload, threads, lib)] = dict(THROUGHPUT_UNITS)[workload]
-            self.raw_gbench.append({"round": rnd, **b})
+            self.units[(workload, threads, lib)] = UNITS[workload]
+            self.raw_gbench.append({"round": rnd, "producer": producer, **b})
         for lib in gbench_libs_of(workload):
-            for t in THREADS:
+            for t in threads_run:
                 if (lib, t) in seen:
                     continue
                 if (lib, t) in errors:
@@ -315,10 +347,10 @@ class Throughput:
                 elif res.error:
                     self.fail(workload, t, lib, res.error, res.detail)
                 else:
-                    self.fail(workload, t, lib, "not in karx_runtime_bench",
+                    self.fail(workload, t, lib, f"not in {producer}",
                               f"no {lib}_{workload}/{t} benchmark", what=f"{lib} {workload}/{t}")
         if res.error and seen:
-            self.problems.add(f"karx_runtime_bench {workload}", res.error, res.detail)
+            self.problems.add(f"{producer} {workload}", res.error, res.detail)
 
     def run_go(self, workload: str, threads: int, rnd: int) -> None:
         binary = self.args.go_peer
@@ -356,7 +388,7 @@ class Throughput:
             unit = obj.get("unit")
             if unit:
                 self.units[(workload, threads, "go")] = unit
-                want = dict(THROUGHPUT_UNITS)[workload]
+                want = UNITS[workload]
                 if unit != want:
                     log(f"  warning: the Go peer reports {workload} in {unit}, the others in {want}")
         if got == 0:
@@ -369,13 +401,25 @@ class Throughput:
         for wi, workload in enumerate(workloads):
             for rnd in range(self.args.rounds):
                 go_first = (rnd + wi) % 2 == 1
-                log(f"{workload}: round {rnd + 1}/{self.args.rounds} ({'Go peer' if go_first else 'karx_runtime_bench'} first)")
+                log(f"{workload}: round {rnd + 1}/{self.args.rounds} "
+                    f"({'Go peer' if go_first else producer_of(workload)} first)")
                 steps = [lambda: self.run_gbench(workload, rnd),
-                         lambda: [self.run_go(workload, t, rnd) for t in THREADS]]
+                         lambda: [self.run_go(workload, t, rnd) for t in threads_of(workload)]]
                 if go_first:
                     steps.reverse()
                 for step in steps:
                     step()
+
+    def entry(self, workload, threads, lib):
+        """One library's samples and stats in a row."""
+        xs = self.samples.get((workload, threads, lib), [])
+        fails = sorted(set(self.failures.get((workload, threads, lib), [])))
+        entry = {"samples": xs, "failures": fails}
+        if lib not in libs_of(workload):
+            entry["not_applicable"] = True
+        if xs:
+            entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
+        return entry
 
     def rows(self, workloads):
         """One row per (workload, threads): per library stats, best peer, ratio, target, status."""
@@ -388,14 +432,7 @@ class Throughput:
                 row = {"workload": workload, "threads": t, "unit": unit, "target": target,
                        "expected_samples": expected, "libs": {}}
                 for lib in LIBS:
-                    xs = self.samples.get((workload, t, lib), [])
-                    fails = sorted(set(self.failures.get((workload, t, lib), [])))
-                    entry = {"samples": xs, "failures": fails}
-                    if lib not in libs_of(workload):
-                        entry["not_applicable"] = True
-                    if xs:
-                        entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
-                    row["libs"][lib] = entry
+                    row["libs"][lib] = self.entry(workload, t, lib)
                 ratio_peers = ratio_peers_of(workload)
                 peers = [(row["libs"][p]["median"], p) for p in ratio_peers if "median" in row["libs"][p]]
                 missing_peers = [p for p in ratio_peers if "median" not in row["libs"][p]]
@@ -418,8 +455,32 @@ class Throughput:
                 rows.append(row)
         return rows
 
-
-THROUGHPUT_UNITS = [(w, u) for w, u, _ in THROUGHPUT]
+    def sync_rows(self, workloads):
+        """One row per (sync workload, processors): per library stats, karx ÷ Go, karx ÷ the C++
+        peer, and the target against Go where the workload has one."""
+        expected = self.args.rounds * self.args.reps
+        rows = []
+        for workload, unit, threads, target in SYNC:
+            if workload not in workloads:
+                continue
+            for t in threads:
+                row = {"workload": workload, "threads": t, "unit": unit, "target": target,
+                       "expected_samples": expected, "cpp_peer": SYNC_CPP_PEER[workload],
+                       "libs": {lib: self.entry(workload, t, lib) for lib in SYNC_LIBS}, "ratios": {}}
+                karx = row["libs"]["karx"]
+                for peer in ("go", row["cpp_peer"]):
+                    if "median" in karx and "median" in row["libs"][peer]:
+                        row["ratios"][peer] = karx["median"] / row["libs"][peer]["median"]
+                if target is not None:
+                    if "median" not in karx:
+                        row["status"] = "missing (karx)"
+                    elif "go" not in row["ratios"]:
+                        row["status"] = "missing (Go)"
+                    else:
+                        row["met"] = row["ratios"]["go"] <= target
+                        row["status"] = "met" if row["met"] else "MISSED"
+                rows.append(row)
+        return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,6 +787,22 @@ def build_tables(report):
                   *[throughput_cell(r["libs"][lib], expected) for lib in LIBS],
                   ratio, f"≤ {r['target']:g}", r["status"])
         tables.append(t)
+    sync_rows = report.get("sync", [])
+    if sync_rows:
+        t = Table("karx.sync: median ns per message or per lock (min–max) over "
+                  f"{plural(opts['rounds'], 'round')} × {plural(opts['reps'], 'repetition')}",
+                  ["workload", "processors", "unit", "karx", "Go", "oneTBB queue, std::threads",
+                   "std::mutex in karx tasks", "karx ÷ Go", "karx ÷ C++ peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "r", "r", "r", "l", "l"])
+        for r in sync_rows:
+            ratios = r["ratios"]
+            t.add(r["workload"], r["threads"], r["unit"],
+                  *[throughput_cell(r["libs"][lib], expected) for lib in SYNC_LIBS],
+                  fmt(ratios["go"], 2) if "go" in ratios else "–",
+                  fmt(ratios[r["cpp_peer"]], 2) if r["cpp_peer"] in ratios else "–",
+                  f"karx ÷ Go ≤ {r['target']:g}" if r["target"] is not None else "",
+                  r.get("status", ""))
+        tables.append(t)
     if "blocking" in report:
         t = Table("Blocking inside a task: the longest gap in a ticker task while another task blocks",
                   ["library", "variant", "threads", "max gap ms", "stall ms", "batch quiet ms",
@@ -818,6 +895,11 @@ def all_checks(report):
     for r in report.get("throughput", []):
         st = "met" if r.get("met") is True else "MISSED" if r.get("met") is False else "missing"
         out.append((f"{r['workload']}/{r['threads']}", f"karx ÷ best peer ≤ {r['target']:g}", st))
+    for r in report.get("sync", []):
+        if r["target"] is None:
+            continue
+        st = "met" if r.get("met") is True else "MISSED" if r.get("met") is False else "missing"
+        out.append((f"{r['workload']}/{r['threads']}", f"karx ÷ Go ≤ {r['target']:g}", st))
     for section in PROBE_SECTIONS:
         for r in report.get(section, []):
             for c in r.get("checks", []):
@@ -894,10 +976,16 @@ def docs_region(report, tables, chart_rel):
         + (" (a smoke test: --quick)" if o["quick"] else "") + ".",
         "",
         f"Machine: {machine_line(report)}. Raw samples: `{report['json_rel']}`.",
-        "",
-        "Throughput: median ns per operation with min–max; karx ÷ best peer is karx's median over the "
-        "smallest median among oneTBB, Boost.Asio and Go in the same run.",
     ]
+    if "throughput" in report:
+        lines += ["", "Throughput: median ns per operation with min–max; karx ÷ best peer is karx's median "
+                  "over the smallest median among oneTBB, Boost.Asio and Go in the same run."]
+    if "sync" in report:
+        lines += ["", "karx.sync: median ns per message (channels: capacity 64, 100,000 messages per "
+                  "iteration) or per lock/unlock with min–max; karx ÷ Go and karx ÷ C++ peer are "
+                  "medians over medians in the same run (the C++ peer: oneTBB's concurrent_bounded_queue "
+                  "with a blocking std::thread per producer and consumer, pinned to as many CPUs as "
+                  "processors; std::mutex held across no await in the same karx tasks)."]
     if chart_rel:
         lines += ["", f"![karx and its peers: median ns per operation relative to the best peer]({chart_rel})"]
     for t in tables:
@@ -1036,7 +1124,8 @@ def parse_args(argv):
                     help="smoke test: --rounds 1 --reps 3 --min-time 0.05 (explicit options win)")
     ap.add_argument("--only", metavar="W,...",
                     help="only these workloads (the docs region then shows only these): "
-                    + ", ".join(THROUGHPUT_NAMES + SPECIAL_NAMES))
+                    + ", ".join(THROUGHPUT_NAMES + SYNC_NAMES + SPECIAL_NAMES)
+                    + "; sync = the four karx.sync workloads")
     ap.add_argument("--no-docs", action="store_true",
                     help="do not rewrite docs/bench.md (the chart then goes beside the JSON)")
     ap.add_argument("--json", default=os.path.join(ROOT, "build", "release", "bench", "results.json"),
@@ -1047,6 +1136,8 @@ def parse_args(argv):
     bench_dir = os.path.join(ROOT, "build", "release", "bench")
     ap.add_argument("--runtime-bench", default=os.path.join(bench_dir, "karx_runtime_bench"),
                     help="the Google Benchmark binary (default build/release/bench/karx_runtime_bench)")
+    ap.add_argument("--sync-bench", default=os.path.join(bench_dir, "karx_sync_bench"),
+                    help="the karx.sync Google Benchmark binary (default build/release/bench/karx_sync_bench)")
     ap.add_argument("--go-peer", default=os.path.join(bench_dir, "karx-go-peer"),
                     help="the Go peer (default build/release/bench/karx-go-peer)")
     ap.add_argument("--probes", default=os.path.join(bench_dir, "probes", "karx_runtime_probes"),
@@ -1062,18 +1153,19 @@ def parse_args(argv):
             setattr(args, k, v)
     if args.rounds < 1 or args.reps < 1 or args.min_time <= 0:
         ap.error("--rounds and --reps must be at least 1, --min-time positive")
-    known = THROUGHPUT_NAMES + SPECIAL_NAMES
+    known = THROUGHPUT_NAMES + SYNC_NAMES + SPECIAL_NAMES
     if args.only:
         names = [w.strip() for w in args.only.split(",") if w.strip()]
         aliases = {"task": "task_layer", "task-layer": "task_layer"}
         names = [aliases.get(w, w) for w in names]
+        names = [x for w in names for x in (SYNC_NAMES if w == "sync" else [w])]
         bad = [w for w in names if w not in known]
         if bad:
             ap.error(f"--only: unknown workload(s) {', '.join(bad)}; known: {', '.join(known)}")
         args.selected = [w for w in known if w in names]
     else:
         args.selected = known
-    for k in ("runtime_bench", "go_peer", "probes", "task_bench", "json", "docs"):
+    for k in ("runtime_bench", "sync_bench", "go_peer", "probes", "task_bench", "json", "docs"):
         setattr(args, k, os.path.abspath(getattr(args, k)))
     return args
 
@@ -1096,7 +1188,8 @@ def main(argv=None) -> int:
         "date_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": {"rounds": args.rounds, "reps": args.reps, "min_time": args.min_time, "quick": args.quick,
                     "only": args.selected, "timeout": args.timeout},
-        "producers": {"runtime_bench": rel(args.runtime_bench), "go_peer": rel(args.go_peer),
+        "producers": {"runtime_bench": rel(args.runtime_bench), "sync_bench": rel(args.sync_bench),
+                      "go_peer": rel(args.go_peer),
                       "probes": rel(args.probes), "task_bench": rel(args.task_bench)},
         "machine": machine_info(),
         "load_average_start": list(os.getloadavg()),
@@ -1106,10 +1199,14 @@ def main(argv=None) -> int:
         f"workloads: {', '.join(args.selected)}")
 
     workloads = [w for w in THROUGHPUT_NAMES if w in args.selected]
+    sync_workloads = [w for w in SYNC_NAMES if w in args.selected]
     tp = Throughput(args, problems)
+    if workloads or sync_workloads:
+        tp.run(workloads + sync_workloads)
     if workloads:
-        tp.run(workloads)
         report["throughput"] = tp.rows(workloads)
+    if sync_workloads:
+        report["sync"] = tp.sync_rows(sync_workloads)
 
     sections = [s for s in PROBE_SECTIONS if s in args.selected]
     probe_runs = []
@@ -1136,7 +1233,9 @@ def main(argv=None) -> int:
     report["load_average_end"] = list(os.getloadavg())
     report["seconds"] = round(time.monotonic() - started, 1)
     report["problems"] = problems.items
-    report["raw"] = {"karx_runtime_bench_context": tp.gbench_context, "karx_runtime_bench": tp.raw_gbench,
+    report["raw"] = {"karx_runtime_bench_context": tp.gbench_context.get("karx_runtime_bench"),
+                     "karx_sync_bench_context": tp.gbench_context.get("karx_sync_bench"),
+                     "karx_runtime_bench": tp.raw_gbench,
                      "go_peer": tp.raw_go, "runs": tp.runs + probe_runs}
     checks = all_checks(report)
     report["targets"] = [{"area": a, "target": t, "status": s} for a, t, s in checks]

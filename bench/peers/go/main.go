@@ -38,6 +38,10 @@ var workloads = map[string]workload{
 	"yield_many":        {1, throughputRunner("yield_many", "ns/yield", yieldMany)},
 	"fib":               {1, throughputRunner("fib", "ns/task", fibWorkload)},
 	"skynet":            {1, throughputRunner("skynet", "ns/task", skynetWorkload)},
+	"channel_1to1":      {1, throughputRunner("channel_1to1", "ns/message", channelShape(1, 1))},
+	"channel_4to4":      {1, throughputRunner("channel_4to4", "ns/message", channelShape(4, 4))},
+	"mutex_uncontended": {1, throughputRunner("mutex_uncontended", "ns/lock", mutexLockers(1))},
+	"mutex_contended":   {2, throughputRunner("mutex_contended", "ns/lock", mutexLockers(contendedLockers))},
 	"fib_memory":        {2, forkJoinMemory("fib", fibWorkload)},
 	"skynet_memory":     {2, forkJoinMemory("skynet", skynetWorkload)},
 	"blocking":          {2, runBlocking},
@@ -48,13 +52,14 @@ var workloads = map[string]workload{
 // workloadOrder lists the workloads for the usage text in a stable order.
 var workloadOrder = []string{
 	"spawn_many", "spawn_many_inside", "chained_spawn", "ping_pong", "yield_many", "fib", "skynet",
+	"channel_1to1", "channel_4to4", "mutex_uncontended", "mutex_contended",
 	"blocking", "idle", "memory", "fib_memory", "skynet_memory",
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: karx-go-peer <workload> [-threads N] [-reps R] [-min-time SECONDS]\n")
 	fmt.Fprintf(w, "workloads: %s\n", strings.Join(workloadOrder, ", "))
-	fmt.Fprintf(w, "  -threads N         GOMAXPROCS (default 1; 2 for blocking, idle, memory, fib_memory, skynet_memory)\n")
+	fmt.Fprintf(w, "  -threads N         GOMAXPROCS (default 1; 2 for mutex_contended, blocking, idle, memory, fib_memory, skynet_memory)\n")
 	fmt.Fprintf(w, "  -reps R            samples per throughput workload (default 15)\n")
 	fmt.Fprintf(w, "  -min-time SECONDS  minimum time per sample (default 0.2)\n")
 }
