@@ -101,7 +101,8 @@ class ChannelCore {
     SyncLockGuard guard(lock_);
     const WaitState s = w.state.load(std::memory_order_relaxed);  // under the lock: current
     if (s == WaitState::waiting) {
-      w.set_waker(cx.waker());
+      Waker replaced = w.exchange_waker(cx.waker());
+      guard.unlock();  // the replaced waker is dropped outside the lock
       return pending;
     }
     if (s != WaitState::idle) {
@@ -169,7 +170,8 @@ class ChannelCore {
     SyncLockGuard guard(lock_);
     const WaitState s = w.state.load(std::memory_order_relaxed);
     if (s == WaitState::waiting) {
-      w.set_waker(cx.waker());
+      Waker replaced = w.exchange_waker(cx.waker());
+      guard.unlock();  // the replaced waker is dropped outside the lock
       return pending;
     }
     if (s == WaitState::granted) return take_granted(w);

@@ -5,6 +5,7 @@
 // run a schedule function, or even poll inline) ever happens under it.
 module;
 #include <cstddef>
+#include <exception>
 #include <utility>
 export module karx.sync:wait_list;
 import karx.waker;
@@ -18,8 +19,15 @@ struct WaitNode {
   Waker waker{noop_waker()};
 
   // Keeps the waker of the newest poll (a task may be polled with another waker than before).
+  // For a node not queued yet, whose waker is the no-op one.
   inline void set_waker(const Waker& w) {
     if (!waker.will_wake(w)) waker = w;
+  }
+  // The same for a queued node, under the lock: returns the waker it replaces, for the caller
+  // to drop after unlocking (a waker's drop may run a schedule function, or any user code).
+  [[nodiscard]] inline Waker exchange_waker(const Waker& w) {
+    if (waker.will_wake(w)) return noop_waker();
+    return std::exchange(waker, w);
   }
 };
 
@@ -85,14 +93,21 @@ class WakeBatch {
   inline bool empty() const noexcept { return next_ == size_; }
   inline void take_from(WaitNode& n) noexcept { add(std::exchange(n.waker, noop_waker())); }
   inline void add(Waker&& w) noexcept { slots_[size_++] = std::move(w).into_raw(); }
-  // Wakes (consuming) every waker held so far. A wake that throws (only a user's waker_fn can)
-  // still lets the others be woken, then propagates.
+  // Wakes (consuming) every waker held so far, in the order taken (FIFO waiters wake in
+  // order). A wake that throws (only a user's waker_fn can) does not stop the others; the first
+  // exception then propagates, which ends the process where the caller is noexcept (most are).
   inline void wake_all() {
+    std::exception_ptr first;
     while (next_ < size_) {
-      const RawWaker raw = slots_[next_++];  // in the order taken: FIFO waiters wake in order
-      Waker::from_raw(raw).wake_and_release();
+      const RawWaker raw = slots_[next_++];
+      try {
+        Waker::from_raw(raw).wake_and_release();
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
     }
     size_ = next_ = 0;
+    if (first) std::rethrow_exception(first);
   }
 
  private:

@@ -122,7 +122,8 @@ class Mutex {
     const State s = node.state.load(std::memory_order_relaxed);
     if (s == State::granted) return granted(node);
     if (s == State::waiting) {
-      node.set_waker(cx.waker());
+      Waker replaced = node.exchange_waker(cx.waker());
+      guard.unlock();  // the replaced waker is dropped outside the lock
       return pending;
     }
     std::uint32_t w = word_.load(std::memory_order_relaxed);

@@ -165,7 +165,8 @@ class Notify {
     const State s = node.state.load(std::memory_order_relaxed);
     if (s == State::notified_one || s == State::notified_all) return done(node);
     if (s == State::waiting) {
-      node.set_waker(cx.waker());
+      Waker replaced = node.exchange_waker(cx.waker());
+      guard.unlock();  // the replaced waker is dropped outside the lock
       return pending;
     }
     std::size_t w = word_.load(std::memory_order_acquire);

@@ -187,7 +187,8 @@ class Semaphore {
     const State s = node.state.load(std::memory_order_relaxed);
     if (s == State::granted) return done(node, need);
     if (s == State::waiting) {
-      node.set_waker(cx.waker());
+      Waker replaced = node.exchange_waker(cx.waker());
+      guard.unlock();  // the replaced waker is dropped outside the lock
       return pending;
     }
     std::size_t w = word_.load(std::memory_order_relaxed);

@@ -154,8 +154,9 @@ class GroupState {
     if (!node.done.load(std::memory_order_acquire)) {
       SyncLockGuard guard(lock_);
       if (live_ != 0) {
-        node.set_waker(cx.waker());
+        Waker replaced = node.exchange_waker(cx.waker());
         if (!node.queued) joiners_.push_back(&node);
+        guard.unlock();  // the replaced waker is dropped outside the lock
         return pending;
       }
       if (node.queued) joiners_.remove(&node);
