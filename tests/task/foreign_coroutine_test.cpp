@@ -644,6 +644,7 @@ TEST(ForeignCoroutine, DestroyingTheCoroutineWaitsForARepollInProgressAndThenRes
 }
 
 TEST(ForeignCoroutineDeathTest, DestroyedFromInsideThePollOfTheFutureItAwaitsIsAFatalError) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         std::optional<karx::Waker> kept;
