@@ -95,9 +95,9 @@ TEST(SyncSimulation, ChannelKeepsSendOrderForASingleReceiver) {
   for (std::uint64_t seed = 0; seed < 200; ++seed) {
     Simulation sim(seed);
     std::vector<int> seen;
+    std::vector<int> accepted;  // outlives the block: the producers run in sim.run() below
     {
       auto [tx, rx] = karx::channel<int>(seed % 3);
-      std::vector<int> accepted;
       for (int p = 0; p < 2; ++p) sim.spawn(producer(tx, p * 100, 30, &accepted)).detach();
       sim.spawn([](karx::Receiver<int> rx, std::vector<int>* seen) -> karx::Async<> {
            while (std::optional<int> v = co_await rx.recv()) seen->push_back(*v);
