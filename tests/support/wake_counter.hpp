@@ -48,6 +48,12 @@ class WakeCounter {
   karx::Waker waker_ = make_waker(s_);
 };
 
+// Polls `f` once with the counter's own waker.
+template <class F>
+auto poll_by(const WakeCounter& counter, F& f) {
+  return poll_with(f, counter.waker());
+}
+
 // Polls `f` until it is ready, sleeping on `counter` in between; throws after a hang.
 template <class F>
 karx::output_of<F> block_on(F& f, const WakeCounter& counter) {

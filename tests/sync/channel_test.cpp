@@ -19,12 +19,8 @@
 namespace {
 
 using probes::DropCounter;
+using probes::poll_by;
 using probes::WakeCounter;
-
-template <class F>
-auto poll_by(const WakeCounter& w, F& f) {
-  return probes::poll_with(f, w.waker());
-}
 
 template <class P>
 auto value_of(P&& p) {

@@ -16,12 +16,8 @@
 
 namespace {
 
+using probes::poll_by;
 using probes::WakeCounter;
-
-template <class F>
-auto poll_by(const WakeCounter& w, F& f) {
-  return probes::poll_with(f, w.waker());
-}
 
 TEST(Mutex, LocksAtOnceWhenFreeAndTryLockFailsWhileHeld) {
   karx::Mutex m;
