@@ -21,7 +21,10 @@ bool RuntimeCore::work_visible() const noexcept {
   const unsigned n = workers.size();
   for (unsigned i = 0; i < n; ++i) {
     const Worker* w = workers[i];
-    if (!w->local.empty() || w->runnext.load(std::memory_order_relaxed) != nullptr) return true;
+    if (!w->local.empty()) return true;
+    // A runnext counts only between its owner's polls: during one, thieves leave it to the
+    // owner (worker.cpp, steal), and a searcher that counted it would spin instead of parking.
+    if (w->runnext.load(std::memory_order_relaxed) != nullptr && !PollWord::in_poll(w->poll.seq())) return true;
   }
   return false;
 }

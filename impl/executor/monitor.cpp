@@ -163,6 +163,16 @@ Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
       continue;
     }
     look.long_poll = true;
+    // A task waits in runnext behind a poll that has run since the last look (20 µs to
+    // busy_cap ago). Thieves leave a running worker's runnext to it, for the poll that made the
+    // task is about to end (worker.cpp, steal); this one has not, and the task would wait
+    // until it does or is revoked. If a processor is free, move the task to the injector,
+    // where the worker woken for it finds it.
+    if (w.runnext.load(std::memory_order_relaxed) != nullptr && core.slots.free_hint() > 0)
+      if (RawTask t = w.take_runnext()) {
+        core_submit_outside(&core, Task<>::from_raw(t));
+        look.acted = true;
+      }
     const Clock::duration ran = now - view.seen_at;
     Revocation kind = Revocation::none;
     if (ran >= kBlockedAfter && poll_thread_blocked(w, now))

@@ -165,10 +165,18 @@ void core_note_completed(RuntimeCore* core) noexcept {
 // --- Scheduling -----------------------------------------------------------------------------
 
 namespace {
-// A spawn or wake on one of our workers: run it next on this worker (Go's runnext).
+// A spawn or wake on one of our workers: run it next on this worker (Go's runnext). Another
+// worker is woken only when this leaves work it could take: a task pushed out of runnext into
+// the queue. The task in runnext alone is this worker's to run when its poll ends (thieves
+// leave it alone meanwhile: worker.cpp, steal), so waking a thread for it would cost a futex
+// call per wake-up for a search that finds nothing (tokio's rule; with Go's wake-always the
+// 2-processor channel benchmark paid that on every message). A runnext stranded behind a long
+// poll is the monitor's to move (monitor.cpp, look_at_polls).
 void submit_local(RuntimeCore* core, Worker* w, Task<> task) noexcept {
-  push_local(w, std::move(task).into_raw());
-  core->wakep_after_seq_cst();
+  if (push_local(w, std::move(task).into_raw()))
+    // The queue push is a plain release store: wakep's fence orders it before the slot
+    // loads, against a parking worker's "free the slot; fence; look at the queues".
+    core->wakep();
 }
 }  // namespace
 
@@ -222,10 +230,13 @@ void core_submit_outside(RuntimeCore* core, Task<> task) noexcept {
     drop_task(raw);  // shut down: the future is destroyed, its handle yields "canceled"
 }
 
-void push_local(Worker* w, RawTask task) noexcept {
-  // seq_cst: this exchange publishes the task for wakep_after_seq_cst (see there).
-  RawTask previous = w->runnext.exchange(task, std::memory_order_seq_cst);
-  if (previous != nullptr) push_back_local(w, previous);
+bool push_local(Worker* w, RawTask task) noexcept {
+  // acq_rel: the task's writes are published to a thief or the monitor that takes it (its
+  // exchange acquires); and the previous task, if a thief has not taken it, is ours.
+  RawTask previous = w->runnext.exchange(task, std::memory_order_acq_rel);
+  if (previous == nullptr) return false;
+  push_back_local(w, previous);
+  return true;
 }
 
 void push_back_local(Worker* w, RawTask task) noexcept {

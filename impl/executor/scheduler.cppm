@@ -202,7 +202,7 @@ extern thread_local Worker* current_worker;
 [[noreturn]] void die_out_of_memory(const char* where) noexcept;
 
 void run_task(Worker* w, RawTask task) noexcept;
-void push_local(Worker* w, RawTask task) noexcept;       // into runnext (the previous one queues)
+bool push_local(Worker* w, RawTask task) noexcept;       // into runnext; true if a previous one queued
 void push_back_local(Worker* w, RawTask task) noexcept;  // to the back of the local queue
 void core_submit_outside(RuntimeCore* core, Task<> task) noexcept;
 

@@ -93,8 +93,15 @@ RawTask steal(Worker* w) noexcept {
         return t;
       }
       // The victim's runnext too (Go does; a LIFO slot nobody may steal can starve a task),
-      // but only on later rounds, so a task that is about to run on its own worker stays.
-      if (round > 0)
+      // but only on later rounds, and never while the victim is in a poll: the task there was
+      // just made or woken by that poll, which is about to end and run it on the same worker
+      // with warm caches. Taking it splits a producer from the consumer it wakes across cores,
+      // and every message then costs a cross-core wake (the 2-processor channel benchmark ran
+      // 2-4x slower so; docs/bench.md). A poll that does not end soon is the monitor's: it
+      // revokes a blocked or too-long poll's slot, and steal_from_blocked takes the runnext.
+      // (A relaxed read: a stale answer either leaves the task to its owner, which runs it
+      // when its poll ends, or takes it as before.)
+      if (round > 0 && !PollWord::in_poll(victim->poll.seq()))
         if (RawTask t = victim->take_runnext()) {
           w->bump(w->steals);
           return t;

@@ -26,12 +26,15 @@ class Ring {
     if (slots_ != nullptr) std::allocator<T>().deallocate(slots_, mask_ + 1);
   }
 
-  std::size_t size() const noexcept { return size_; }
-  bool empty() const noexcept { return size_ == 0; }
+  inline std::size_t size() const noexcept { return size_; }
+  inline bool empty() const noexcept { return size_ == 0; }
 
   // May throw std::bad_alloc when it must grow (then nothing changed).
-  void push_back(T&& v) {
-    if (size_ == room()) grow_to(room() == 0 ? 16 : room() * 2);
+  // (`inline`, with growing out of line: every send goes through here, and a named module's
+  // in-class definitions are not implicitly inline.)
+  inline void push_back(T&& v) {
+    if (size_ == room()) [[unlikely]]
+      grow();
     std::construct_at(slots_ + ((head_ + size_) & mask_), std::move(v));
     ++size_;
   }
@@ -49,7 +52,7 @@ class Ring {
     std::construct_at(slots_ + head_, std::move(v));
     ++size_;
   }
-  T pop_front() noexcept {
+  inline T pop_front() noexcept {
     T* slot = slots_ + head_;
     T v = std::move(*slot);
     std::destroy_at(slot);
@@ -59,7 +62,8 @@ class Ring {
   }
 
  private:
-  std::size_t room() const noexcept { return slots_ == nullptr ? 0 : mask_ + 1; }
+  inline std::size_t room() const noexcept { return slots_ == nullptr ? 0 : mask_ + 1; }
+  [[gnu::noinline]] void grow() { grow_to(room() == 0 ? 16 : room() * 2); }
   void grow_to(std::size_t new_room) {
     T* fresh = std::allocator<T>().allocate(new_room);
     for (std::size_t i = 0; i < size_; ++i) {

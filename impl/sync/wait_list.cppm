@@ -87,7 +87,10 @@ class WakeBatch {
   WakeBatch() noexcept = default;
   WakeBatch(const WakeBatch&) = delete;
   WakeBatch& operator=(const WakeBatch&) = delete;
-  inline ~WakeBatch() { wake_all(); }
+  // The empty check keeps the common no-waiter path free of wake_all's exception bookkeeping.
+  inline ~WakeBatch() {
+    if (!empty()) wake_all();
+  }
 
   inline bool full() const noexcept { return size_ == kCapacity; }
   inline bool empty() const noexcept { return next_ == size_; }

@@ -26,7 +26,7 @@ class Mutex;
 // Proof of holding a Mutex: unlocks it on destruction or unlock(). Movable.
 class MutexGuard {
  public:
-  MutexGuard(MutexGuard&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
+  inline MutexGuard(MutexGuard&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
   MutexGuard& operator=(MutexGuard&& other) noexcept {
     if (this != &other) {
       release();
@@ -34,7 +34,7 @@ class MutexGuard {
     }
     return *this;
   }
-  ~MutexGuard() { release(); }
+  inline ~MutexGuard() { release(); }
 
   // Unlocks now. Throws std::logic_error if this guard does not hold the lock (unlocked
   // already, or moved from).
@@ -45,7 +45,7 @@ class MutexGuard {
  private:
   friend class Mutex;
   friend class MutexLockFuture;
-  explicit MutexGuard(Mutex* m) noexcept : mutex_(m) {}
+  inline explicit MutexGuard(Mutex* m) noexcept : mutex_(m) {}
   inline void release() noexcept;
 
   Mutex* mutex_;
@@ -56,7 +56,7 @@ class MutexGuard {
 // handed on to the next waiter (or unlocked). It borrows the Mutex, which must outlive it.
 class MutexLockFuture {
  public:
-  MutexLockFuture(MutexLockFuture&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {
+  inline MutexLockFuture(MutexLockFuture&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {
     if (other.node_.state.load(std::memory_order_relaxed) == State::waiting)
       detail::sync_fatal("a karx.sync future was moved while it waited (a polled future must stay where it is)");
   }
@@ -71,7 +71,7 @@ class MutexLockFuture {
   struct Node : detail::WaitNode {
     std::atomic<State> state{State::idle};
   };
-  explicit MutexLockFuture(Mutex* m) noexcept : mutex_(m) {}
+  inline explicit MutexLockFuture(Mutex* m) noexcept : mutex_(m) {}
 
   Mutex* mutex_;
   Node node_;
@@ -89,7 +89,7 @@ class Mutex {
   }
 
   // Waits until this caller holds the lock (FIFO among waiters).
-  MutexLockFuture lock() noexcept { return MutexLockFuture(this); }
+  inline MutexLockFuture lock() noexcept { return MutexLockFuture(this); }
 
   // The lock if it is free and nobody waits for it, else nullopt.
   std::optional<MutexGuard> try_lock() noexcept {
@@ -104,13 +104,15 @@ class Mutex {
   using Node = MutexLockFuture::Node;
   using State = MutexLockFuture::State;
 
-  bool try_lock_fast() noexcept {
+  inline bool try_lock_fast() noexcept {
     std::uint32_t expected = 0;
     // acquire: pairs with unlock's release, so the previous holder's writes are visible.
     return word_.compare_exchange_strong(expected, kLocked, std::memory_order_acquire, std::memory_order_relaxed);
   }
 
-  Poll<MutexGuard> poll_lock(Node& node, Context& cx) {
+  // (`inline` on the fast paths: a named module's in-class definitions are not implicitly
+  // inline, and out of line each call cost 10-15 instructions of an uncontended lock's 180.)
+  inline Poll<MutexGuard> poll_lock(Node& node, Context& cx) {
     // acquire: pairs with the unlocker's release store of `granted`.
     const State seen = node.state.load(std::memory_order_acquire);
     if (seen == State::granted) return granted(node);
@@ -118,6 +120,10 @@ class Mutex {
       node.state.store(State::done, std::memory_order_relaxed);
       return Poll<MutexGuard>::ready(MutexGuard(this));
     }
+    return poll_lock_slow(node, cx);
+  }
+
+  Poll<MutexGuard> poll_lock_slow(Node& node, Context& cx) {
     detail::SyncLockGuard guard(list_lock_);
     const State s = node.state.load(std::memory_order_relaxed);
     if (s == State::granted) return granted(node);
@@ -146,14 +152,18 @@ class Mutex {
     return pending;
   }
 
-  Poll<MutexGuard> granted(Node& node) noexcept {
+  inline Poll<MutexGuard> granted(Node& node) noexcept {
     node.state.store(State::done, std::memory_order_relaxed);
     return Poll<MutexGuard>::ready(MutexGuard(this));
   }
 
-  void cancel_lock(Node& node) noexcept {
+  inline void cancel_lock(Node& node) noexcept {
     const State s = node.state.load(std::memory_order_acquire);
     if (s == State::idle || s == State::done) return;
+    cancel_waiting(node);
+  }
+
+  void cancel_waiting(Node& node) noexcept {
     {
       detail::SyncLockGuard guard(list_lock_);
       if (node.queued) {
@@ -167,10 +177,14 @@ class Mutex {
     unlock();
   }
 
-  void unlock() noexcept {
+  inline void unlock() noexcept {
     std::uint32_t expected = kLocked;
     // release: the critical section happens before the next holder's acquire.
     if (word_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+    unlock_to_waiter();
+  }
+
+  void unlock_to_waiter() noexcept {
     detail::WakeBatch wake;
     detail::SyncLockGuard guard(list_lock_);
     if (waiters_.empty()) {

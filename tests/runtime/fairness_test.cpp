@@ -195,4 +195,43 @@ TEST(Fairness, ATaskAwaitingReadyFuturesYieldsWhenItsBudgetIsSpent) {
   EXPECT_TRUE(karx::block_on(std::move(spinner)));
 }
 
+// --- A task left in runnext by a poll that then computes for long ----------------------------
+
+// Spawns a child (it goes to this worker's runnext, where thieves leave it while this poll
+// runs) and then computes, without blocking, until the child has run or `limit` passes.
+struct SpawnThenCompute {
+  karx::Runtime* rt;
+  std::atomic<bool>* child_ran;
+  std::atomic<bool>* ran_during_poll;
+  std::chrono::milliseconds limit;
+  karx::Poll<> poll(karx::Context&) {
+    rt->spawn(SetFlag{child_ran}).detach();
+    const auto deadline = Clock::now() + limit;
+    while (!child_ran->load() && Clock::now() < deadline) {
+    }
+    ran_during_poll->store(child_ran->load());
+    return karx::ready();
+  }
+};
+
+TEST(Fairness, ATaskLeftInRunnextByALongPollStartsOnAFreeProcessor) {
+  // Two processors, and a threshold the poll never reaches: no hand-off of the computing poll,
+  // so only the monitor's move of the stranded runnext task lets the child run before the
+  // poll ends (without it, the child waits the whole 5 s and the poll reports it did not run).
+  karx::RuntimeOptions options;
+  options.processors = 2;
+  options.blocking_threshold = std::chrono::seconds(60);
+  karx::Runtime rt(options);
+  std::atomic<bool> child_ran{false};
+  std::atomic<bool> ran_during_poll{false};
+  const auto start = Clock::now();
+  EXPECT_TRUE(karx::block_on(rt.spawn(SpawnThenCompute{&rt, &child_ran, &ran_during_poll, 5000ms})));
+  const auto waited = Clock::now() - start;
+  EXPECT_TRUE(ran_during_poll.load()) << "the child waited in runnext until its parent's poll ended";
+  // The monitor looks at a running poll every 20 µs to 625 µs; a second is a loose bound for a
+  // loaded machine, far below the 5 s the parent would compute for.
+  EXPECT_LT(waited, 1s) << "the child started only after "
+                        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms";
+}
+
 }  // namespace
