@@ -42,6 +42,8 @@ void RuntimeCore::wakep() noexcept {
 // cannot miss it: if our load misses its RMW, our publication precedes its fence in the
 // single total order, and its look after the fence sees the work. On x86 this path is plain
 // loads, where a fence (mfence) would cost more than the rest of a spawn.
+// (submit_local calls it for a task pushed into a worker's own queue without that guarantee, a
+// hint backed by the monitor: see there.)
 void RuntimeCore::wakep_after_seq_cst() noexcept {
   if (slots.anyone_searching_seq_cst()) return;  // a searcher will find it
   if (slots.free_seq_cst() <= 0) return;         // every slot is busy: their workers will get to it

@@ -163,16 +163,21 @@ Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
       continue;
     }
     look.long_poll = true;
-    // A task waits in runnext behind a poll that has run since the last look (20 µs to
-    // busy_cap ago). Thieves leave a running worker's runnext to it, for the poll that made the
-    // task is about to end (worker.cpp, steal); this one has not, and the task would wait
-    // until it does or is revoked. If a processor is free, move the task to the injector,
-    // where the worker woken for it finds it.
-    if (w.runnext.load(std::memory_order_relaxed) != nullptr && core.slots.free_hint() > 0)
+    // Work waits behind a poll that has run since the last look (20 µs to busy_cap ago),
+    // while a processor is free. A task in runnext: thieves leave a running worker's runnext
+    // to it, expecting the poll that made the task to end soon (worker.cpp, steal); this one
+    // has not, so move the task to the injector, where the worker woken for it finds it.
+    // Tasks in the queue: thieves may take them, but the wake-up for them is not fenced
+    // (runtime_core.cpp, submit_local) and can miss a worker that was just parking; wake one.
+    if (core.slots.free_hint() > 0) {
       if (RawTask t = w.take_runnext()) {
         core_submit_outside(&core, Task<>::from_raw(t));
         look.acted = true;
+      } else if (!w.local.empty()) {
+        core.wakep();
+        look.acted = true;
       }
+    }
     const Clock::duration ran = now - view.seen_at;
     Revocation kind = Revocation::none;
     if (ran >= kBlockedAfter && poll_thread_blocked(w, now))

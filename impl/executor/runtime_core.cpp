@@ -173,10 +173,12 @@ namespace {
 // 2-processor channel benchmark paid that on every message). A runnext stranded behind a long
 // poll is the monitor's to move (monitor.cpp, look_at_polls).
 void submit_local(RuntimeCore* core, Worker* w, Task<> task) noexcept {
-  if (push_local(w, std::move(task).into_raw()))
-    // The queue push is a plain release store: wakep's fence orders it before the slot
-    // loads, against a parking worker's "free the slot; fence; look at the queues".
-    core->wakep();
+  // No fence (it would cost a fork-join tree one mfence per node): the queue push is a plain
+  // release store, so this wake-up can miss a worker parking at that moment ("free the slot;
+  // fence; look at the queues"). Nothing is lost: this worker runs the task itself when it
+  // gets to it, and the monitor wakes a worker for a queue that waits behind a long poll
+  // while a processor is free (monitor.cpp, look_at_polls).
+  if (push_local(w, std::move(task).into_raw())) core->wakep_after_seq_cst();
 }
 }  // namespace
 
