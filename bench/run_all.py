@@ -3,6 +3,7 @@
 
     scripts/bench [--quick] [--rounds R] [--reps K] [--min-time S] [--only W,...]
                   [--no-docs] [--json PATH] [--strict]
+                  [--net-duration S] [--net-warmup S] [--net-threads N] [--bulk-bytes N]
 
 (scripts/bench builds the producers first and then runs this file; it can also be run alone
 once they are built.) What it does, in order:
@@ -21,7 +22,7 @@ once they are built.) What it does, in order:
    The karx.net workloads (echo_1conn, echo_64conn: 64-byte request/response over 1 and 64
    connections, requests/s and p50/p99 latency; bulk_1gib: 1 GiB echoed back on one
    connection, GB/s) start karx's, Boost.Asio's and Go's echo servers once per round, each on
-   a free loopback port with NET_PROCESSORS threads, and run the one client
+   a free loopback port with --net-threads threads (default 2), and run the one client
    (karx_echo_client) K times against each, the servers alternated within the round. Targets:
    karx's requests/s >= the best peer's, karx's p99 <= Go's, karx's GB/s >= 0.9 x the best
    peer's. `--only net` selects the three.
@@ -93,8 +94,8 @@ UNITS = {**{w: u for w, u, _ in THROUGHPUT}, **{w: u for w, u, _, _ in SYNC}}
 SPECIAL_NAMES = ["blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory", "task_layer"]
 # The karx.net workloads (issue 15): each library's echo server (a subprocess on a free loopback
 # port) driven by the one client, bench/net/echo_client.cpp. (workload, client mode, connections,
-# client threads). The servers run NET_PROCESSORS threads (karx processors, Asio io_context
-# threads, GOMAXPROCS) on the same cores as the client.
+# client threads). The servers run --net-threads threads (karx processors, Asio io_context
+# threads, GOMAXPROCS; default NET_PROCESSORS) on the same cores as the client.
 NET = [
     ("echo_1conn", "echo", 1, 1),
     ("echo_64conn", "echo", 64, 2),
@@ -604,7 +605,7 @@ class Net:
         self.problems.add(what or f"{lib} {workload}", reason, detail)
 
     def server_argv(self, lib):
-        a, n = self.args, str(NET_PROCESSORS)
+        a, n = self.args, str(self.args.net_threads)
         if lib == "karx":
             return [a.karx_echo_server, "--processors", n, "--until-stdin-closes"]
         if lib == "asio":
@@ -717,7 +718,7 @@ class Net:
                 continue
             field, unit = ("rps", "requests/s") if mode == "echo" else ("gbps", "GB/s")
             row = {"workload": workload, "mode": mode, "connections": conns, "client_threads": threads,
-                   "server_threads": NET_PROCESSORS, "unit": unit, "expected_samples": expected,
+                   "server_threads": self.args.net_threads, "unit": unit, "expected_samples": expected,
                    "libs": {lib: self.entry(workload, lib, field) for lib in NET_LIBS}, "checks": []}
             if mode == "echo":
                 row["message_bytes"] = NET_MESSAGE_BYTES
@@ -1081,7 +1082,8 @@ def build_tables(report):
     if echo_rows:
         t = Table("karx.net echo: 64-byte request/response on loopback, requests/s median (min–max) and "
                   f"the medians of p50 and p99 over {plural(opts['rounds'], 'round')} × "
-                  f"{plural(opts['reps'], 'repetition')} ({NET_PROCESSORS} server threads, client on the same CPUs)",
+                  f"{plural(opts['reps'], 'repetition')} ({plural(opts['net_threads'], 'server thread')}, "
+                  "client on the same CPUs)",
                   ["workload", "connections", "server", "requests/s", "p50 µs", "p99 µs (worst)",
                    "karx ÷ best peer", "target", "status"],
                   ["l", "r", "l", "r", "r", "r", "r", "l", "l"])
@@ -1297,7 +1299,8 @@ def docs_region(report, tables, chart_rel):
                   "with a blocking std::thread per producer and consumer, pinned to as many CPUs as "
                   "processors; std::mutex held across no await in the same karx tasks)."]
     if "net" in report:
-        lines += ["", f"karx.net: karx's, Boost.Asio's and Go's echo servers ({NET_PROCESSORS} threads each) "
+        lines += ["", "karx.net: karx's, Boost.Asio's and Go's echo servers "
+                  f"({plural(report['options']['net_threads'], 'thread')} each) "
                   "on loopback, each driven by the same client (bench/net/echo_client.cpp) on the same "
                   "CPUs; requests/s and GB/s are medians with min–max, p50 and p99 the medians of each "
                   "run's percentiles (worst run's p99 in brackets); karx ÷ best peer is karx's median over "
@@ -1470,6 +1473,9 @@ def parse_args(argv):
                     help="seconds each echo run measures, after its warm-up (default 1; --quick 0.25)")
     ap.add_argument("--net-warmup", type=float, dest="net_warmup",
                     help="seconds of warm-up before each echo run measures (default 0.2; --quick 0.1)")
+    ap.add_argument("--net-threads", type=int, dest="net_threads", default=NET_PROCESSORS,
+                    help="threads of each echo server: karx processors, Asio threads, GOMAXPROCS "
+                    f"(default {NET_PROCESSORS})")
     ap.add_argument("--bulk-bytes", type=int, dest="bulk_bytes",
                     help="bytes each bulk run pushes and reads back (default 1 GiB; --quick 128 MiB)")
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs", "bench.md"), help=argparse.SUPPRESS)
@@ -1483,8 +1489,9 @@ def parse_args(argv):
             setattr(args, k, v)
     if args.rounds < 1 or args.reps < 1 or args.min_time <= 0:
         ap.error("--rounds and --reps must be at least 1, --min-time positive")
-    if args.net_duration <= 0 or args.net_warmup < 0 or args.bulk_bytes < 1:
-        ap.error("--net-duration must be positive, --net-warmup not negative, --bulk-bytes at least 1")
+    if args.net_duration <= 0 or args.net_warmup < 0 or args.bulk_bytes < 1 or args.net_threads < 1:
+        ap.error("--net-duration must be positive, --net-warmup not negative, --bulk-bytes and --net-threads "
+                 "at least 1")
     known = THROUGHPUT_NAMES + SYNC_NAMES + NET_NAMES + SPECIAL_NAMES
     if args.only:
         names = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -1522,7 +1529,7 @@ def main(argv=None) -> int:
         "date_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": {"rounds": args.rounds, "reps": args.reps, "min_time": args.min_time, "quick": args.quick,
                     "only": args.selected, "timeout": args.timeout, "net_duration": args.net_duration,
-                    "net_warmup": args.net_warmup, "bulk_bytes": args.bulk_bytes},
+                    "net_warmup": args.net_warmup, "bulk_bytes": args.bulk_bytes, "net_threads": args.net_threads},
         "producers": {"runtime_bench": rel(args.runtime_bench), "sync_bench": rel(args.sync_bench),
                       "go_peer": rel(args.go_peer),
                       "probes": rel(args.probes), "task_bench": rel(args.task_bench),
