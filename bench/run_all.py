@@ -556,6 +556,15 @@ class NetServer:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def cpu_seconds(self):
+        """User + system CPU time of the server so far (/proc/PID/stat), or None."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
     def stderr_tail(self, lines=3):
         if self.stderr_file is None:
             return ""
@@ -673,7 +682,9 @@ class Net:
                         server.stop()
                         continue
                     argv, timeout = self.client_argv(workload, server.port)
+                    cpu0 = server.cpu_seconds()
                     res = run_process(argv, timeout)
+                    cpu1 = server.cpu_seconds()
                     self.runs.append({"round": rnd, "rep": rep, "producer": "karx_echo_client", "server": lib,
                                       "workload": workload, "seconds": round(res.seconds, 2), "error": res.error})
                     objs = [o for o in json_lines(res.stdout) if o.get("kind") in ("net_echo", "net_bulk")]
@@ -683,8 +694,17 @@ class Net:
                             detail = f"the server died: {server.stderr_tail()}"
                         self.fail(workload, lib, res.error or "no output", detail, what=f"client against {lib} {workload}")
                         continue
-                    self.samples.setdefault((workload, lib), []).append({"round": rnd, "rep": rep, **objs[0]})
-                    o = objs[0]
+                    o = dict(objs[0])
+                    if cpu0 is not None and cpu1 is not None:
+                        # The server's CPU time over the whole client run (warm-up included), per
+                        # echo or per GB: less at the mercy of the machine's other load than
+                        # requests/s, and what the server leaves of the shared CPUs to the client.
+                        o["server_cpu_s"] = round(cpu1 - cpu0, 3)
+                        if o["kind"] == "net_echo" and o.get("requests_total"):
+                            o["server_cpu_us_per_request"] = (cpu1 - cpu0) / o["requests_total"] * 1e6
+                        elif o["kind"] == "net_bulk" and o.get("bytes"):
+                            o["server_cpu_s_per_gb"] = (cpu1 - cpu0) / (o["bytes"] / 1e9)
+                    self.samples.setdefault((workload, lib), []).append({"round": rnd, "rep": rep, **o})
                     log(f"  {lib} {workload}: " + (f"{o.get('rps', 0):,.0f} req/s, p50 {o.get('p50_us', 0):.1f} µs, "
                                                     f"p99 {o.get('p99_us', 0):.1f} µs" if o["kind"] == "net_echo"
                                                     else f"{o.get('gbps', 0):.2f} GB/s"))
@@ -703,7 +723,7 @@ class Net:
         entry = {"samples": xs, "failures": sorted(set(self.failures.get((workload, lib), [])))}
         if xs:
             entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
-            for extra in ("p50_us", "p99_us"):
+            for extra in ("p50_us", "p99_us", "server_cpu_us_per_request", "server_cpu_s_per_gb"):
                 ys = [float(o[extra]) for o in objs if isinstance(o.get(extra), (int, float))]
                 if ys:
                     entry[extra] = statistics.median(ys)
@@ -1085,8 +1105,8 @@ def build_tables(report):
                   f"{plural(opts['reps'], 'repetition')} ({plural(opts['net_threads'], 'server thread')}, "
                   "client on the same CPUs)",
                   ["workload", "connections", "server", "requests/s", "p50 µs", "p99 µs (worst)",
-                   "karx ÷ best peer", "target", "status"],
-                  ["l", "r", "l", "r", "r", "r", "r", "l", "l"])
+                   "server CPU µs/request", "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "r", "r", "l", "l"])
         for r in echo_rows:
             for lib in NET_LIBS:
                 e = r["libs"][lib]
@@ -1094,21 +1114,23 @@ def build_tables(report):
                 ratio = (f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–") if karx_row else ""
                 p99 = f"{fmt(e['p99_us'])} ({fmt(e['p99_us_max'])})" if "p99_us" in e else "–"
                 t.add(r["workload"], r["connections"], LIB_TITLES[lib], net_cell(e, expected, 0),
-                      fmt(e.get("p50_us")), p99, ratio, targets_text(r["checks"]) if karx_row else "",
+                      fmt(e.get("p50_us")), p99, fmt(e.get("server_cpu_us_per_request")), ratio,
+                      targets_text(r["checks"]) if karx_row else "",
                       r["status"] if karx_row else "")
         tables.append(t)
     bulk_rows = [r for r in net_rows if r["mode"] == "bulk"]
     if bulk_rows:
         t = Table("karx.net bulk: one connection, echoed back, GB/s median (min–max) over "
                   f"{plural(opts['rounds'], 'round')} × {plural(opts['reps'], 'repetition')}",
-                  ["workload", "bytes", "server", "GB/s", "karx ÷ best peer", "target", "status"],
-                  ["l", "r", "l", "r", "r", "l", "l"])
+                  ["workload", "bytes", "server", "GB/s", "server CPU s/GB", "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "l", "l"])
         for r in bulk_rows:
             for lib in NET_LIBS:
                 e = r["libs"][lib]
                 karx_row = lib == "karx"
                 ratio = (f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–") if karx_row else ""
-                t.add(r["workload"], f"{r['bytes']:,}", LIB_TITLES[lib], net_cell(e, expected, 2), ratio,
+                t.add(r["workload"], f"{r['bytes']:,}", LIB_TITLES[lib], net_cell(e, expected, 2),
+                      fmt(e.get("server_cpu_s_per_gb")), ratio,
                       targets_text(r["checks"]) if karx_row else "", r["status"] if karx_row else "")
         tables.append(t)
     if "blocking" in report:
@@ -1304,7 +1326,9 @@ def docs_region(report, tables, chart_rel):
                   "on loopback, each driven by the same client (bench/net/echo_client.cpp) on the same "
                   "CPUs; requests/s and GB/s are medians with min–max, p50 and p99 the medians of each "
                   "run's percentiles (worst run's p99 in brackets); karx ÷ best peer is karx's median over "
-                  "the larger peer median."]
+                  "the larger peer median. Server CPU is the server process's user + system time over "
+                  "each client run, warm-up included, per echo or per GB (median): less at the mercy of "
+                  "the machine's other load than the rates."]
     if chart_rel:
         lines += ["", f"![karx and its peers: median ns per operation relative to the best peer]({chart_rel})"]
     for t in tables:

@@ -10,9 +10,10 @@
 // wait for the `size`-byte echo, note the round trip, send again. A thread with one connection
 // uses blocking write/read (the cheapest client: no epoll_wait per request); a thread with more
 // multiplexes them with a level-triggered epoll. After `warmup` seconds the requests sent and
-// answered within the next `duration` seconds count. Prints one JSON line:
+// answered within the next `duration` seconds count (requests_total counts every echo, warm-up
+// included: what the server's CPU time is to be divided by). Prints one JSON line:
 //   {"kind":"net_echo","connections":C,"threads":T,"size":64,"seconds":s,"requests":n,
-//    "rps":x,"mean_us":x,"p50_us":x,"p90_us":x,"p99_us":x,"p999_us":x,"max_us":x}
+//    "requests_total":n,"rps":x,"mean_us":x,"p50_us":x,"p90_us":x,"p99_us":x,"p999_us":x,"max_us":x}
 //
 // bulk: one connection; a writer thread pushes `bytes` in `chunk`-sized writes then shuts its
 // side down, a reader thread on the same socket reads the echo back concurrently. The time runs
@@ -117,9 +118,11 @@ std::atomic<int> phase{0};
 
 struct ThreadResult {
   std::vector<std::uint32_t> latencies_ns;  // round trips sent and answered while measuring
+  std::uint64_t total = 0;                  // every round trip, warm-up included
 };
 
 void note(ThreadResult& r, bool sent_measuring, std::int64_t t0, std::int64_t t1) {
+  ++r.total;
   if (sent_measuring && phase.load(std::memory_order_relaxed) == 1) {
     const std::int64_t d = t1 - t0;
     r.latencies_ns.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(d, UINT32_MAX)));
@@ -265,7 +268,11 @@ int run_echo(const std::string& host, std::uint16_t port, int connections, int t
   }
 
   std::vector<std::uint32_t> all;
-  for (auto& r : results) all.insert(all.end(), r.latencies_ns.begin(), r.latencies_ns.end());
+  std::uint64_t total = 0;
+  for (auto& r : results) {
+    all.insert(all.end(), r.latencies_ns.begin(), r.latencies_ns.end());
+    total += r.total;
+  }
   std::sort(all.begin(), all.end());
   const double seconds = std::chrono::duration<double>(end - start).count();
   double sum = 0;
@@ -273,11 +280,12 @@ int run_echo(const std::string& host, std::uint16_t port, int connections, int t
   const double mean_us = all.empty() ? 0 : sum / static_cast<double>(all.size()) / 1e3;
   std::printf(
       "{\"kind\":\"net_echo\",\"connections\":%d,\"threads\":%d,\"size\":%zu,\"seconds\":%.4f,"
-      "\"requests\":%zu,\"rps\":%.1f,\"mean_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
+      "\"requests\":%zu,\"requests_total\":%llu,\"rps\":%.1f,\"mean_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_"
+      "us\":%.2f,"
       "\"p999_us\":%.2f,\"max_us\":%.2f}\n",
-      connections, threads, size, seconds, all.size(), static_cast<double>(all.size()) / seconds, mean_us,
-      percentile_us(all, 0.50), percentile_us(all, 0.90), percentile_us(all, 0.99), percentile_us(all, 0.999),
-      all.empty() ? 0.0 : all.back() / 1e3);
+      connections, threads, size, seconds, all.size(), static_cast<unsigned long long>(total),
+      static_cast<double>(all.size()) / seconds, mean_us, percentile_us(all, 0.50), percentile_us(all, 0.90),
+      percentile_us(all, 0.99), percentile_us(all, 0.999), all.empty() ? 0.0 : all.back() / 1e3);
   std::fflush(stdout);
   if (all.empty()) die_msg("no request was answered while measuring");
   return 0;
