@@ -546,12 +546,11 @@ class NetServer:
                         return None
             elif self.proc.poll() is not None:
                 break
+        exited = self.proc.poll()  # before stop(), which kills a server that never listened
         self.stop()
-        if self.proc.returncode is not None and self.proc.returncode != 0 and self.proc.returncode > 0:
-            reason = f"exit {self.proc.returncode}"
-        else:
-            reason = "did not listen"
-        return reason, self.stderr_tail() or f"no listening line within {NET_SERVER_START_S} s"
+        reason = f"exit {exited}" if exited else "did not listen"
+        return reason, self.stderr_tail() or (f"{rel(self.argv[0])} exited before printing its port" if exited
+                                              else f"no listening line within {NET_SERVER_START_S} s")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
