@@ -3,6 +3,7 @@
 
     scripts/bench [--quick] [--rounds R] [--reps K] [--min-time S] [--only W,...]
                   [--no-docs] [--json PATH] [--strict]
+                  [--net-duration S] [--net-warmup S] [--net-threads N] [--bulk-bytes N]
 
 (scripts/bench builds the producers first and then runs this file; it can also be run alone
 once they are built.) What it does, in order:
@@ -18,6 +19,13 @@ once they are built.) What it does, in order:
    mutex_uncontended, mutex_contended: karx::Mutex beside std::mutex in the same karx tasks and
    Go's sync.Mutex) run the same way with karx_sync_bench in place of karx_runtime_bench, at the
    processor counts of their definition (SYNC below). `--only sync` selects the four.
+   The karx.net workloads (echo_1conn, echo_64conn: 64-byte request/response over 1 and 64
+   connections, requests/s and p50/p99 latency; bulk_1gib: 1 GiB echoed back on one
+   connection, GB/s) start karx's, Boost.Asio's and Go's echo servers once per round, each on
+   a free loopback port with --net-threads threads (default 2), and run the one client
+   (karx_echo_client) K times against each, the servers alternated within the round. Targets:
+   karx's requests/s >= the best peer's, karx's p99 <= Go's, karx's GB/s >= 0.9 x the best
+   peer's. `--only net` selects the three.
 2. The workloads that are not throughput loops, each measurement in its own process: blocking
    (karx with three variants, Go, oneTBB, Asio), blocked_or_busy (karx: a ticker beside 100
    unannounced blocking calls; threads started for 200 CPU-bound polls), idle (CPU time of an
@@ -45,6 +53,7 @@ import math
 import os
 import platform
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -83,6 +92,22 @@ SYNC_CPP_PEER = {"channel_1to1": "tbb", "channel_4to4": "tbb",
                  "mutex_uncontended": "stdmutex", "mutex_contended": "stdmutex"}
 UNITS = {**{w: u for w, u, _ in THROUGHPUT}, **{w: u for w, u, _, _ in SYNC}}
 SPECIAL_NAMES = ["blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory", "task_layer"]
+# The karx.net workloads (issue 15): each library's echo server (a subprocess on a free loopback
+# port) driven by the one client, bench/net/echo_client.cpp. (workload, client mode, connections,
+# client threads). The servers run --net-threads threads (karx processors, Asio io_context
+# threads, GOMAXPROCS; default NET_PROCESSORS) on the same cores as the client.
+NET = [
+    ("echo_1conn", "echo", 1, 1),
+    ("echo_64conn", "echo", 64, 2),
+    ("bulk_1gib", "bulk", 1, 1),
+]
+NET_NAMES = [w for w, _, _, _ in NET]
+NET_LIBS = ("karx", "asio", "go")
+NET_PROCESSORS = 2
+NET_MESSAGE_BYTES = 64
+NET_RPS_TARGET = 1.0     # echo: karx's requests/s ≥ the best peer's (and p99 ≤ Go's)
+NET_BULK_TARGET = 0.9    # bulk: karx's GB/s ≥ 0.9 × the best peer's
+NET_SERVER_START_S = 20  # a server must print its port within this
 PROBE_SECTIONS = ("blocking", "blocked_or_busy", "idle", "memory", "forkjoin_memory")
 THREADS = (1, 2)
 GBENCH_LIBS = ("karx", "tbb", "asio", "tbbinvoke", "stdmutex")
@@ -484,6 +509,265 @@ class Throughput:
 
 
 # ---------------------------------------------------------------------------------------------
+# karx.net: echo servers driven by one client
+
+
+class NetServer:
+    """One library's echo server: a subprocess that prints {"kind":"listening","port":P} and
+    serves until its stdin closes (so that none outlives the runner) or it is killed."""
+
+    def __init__(self, lib, argv):
+        self.lib, self.argv = lib, argv
+        self.proc = None
+        self.port = None
+        self.stderr_file = None
+
+    def start(self):
+        """Starts the server and waits for its port. Returns None, or (reason, detail)."""
+        self.stderr_file = tempfile.TemporaryFile(mode="w+", prefix="karx-net-server-")
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.stderr_file, start_new_session=True)
+        except OSError as e:
+            return "cannot start", f"{self.argv[0]}: {e}"
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + NET_SERVER_START_S
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                for obj in json_lines(buf.decode("utf-8", "replace")):
+                    if obj.get("kind") == "listening" and isinstance(obj.get("port"), int):
+                        self.port = obj["port"]
+                        return None
+            elif self.proc.poll() is not None:
+                break
+        exited = self.proc.poll()  # before stop(), which kills a server that never listened
+        self.stop()
+        reason = f"exit {exited}" if exited else "did not listen"
+        return reason, self.stderr_tail() or (f"{rel(self.argv[0])} exited before printing its port" if exited
+                                              else f"no listening line within {NET_SERVER_START_S} s")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self):
+        """User + system CPU time of the server so far (/proc/PID/stat), or None."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
+    def stderr_tail(self, lines=3):
+        if self.stderr_file is None:
+            return ""
+        try:
+            self.stderr_file.seek(0)
+            return stderr_tail(self.stderr_file.read(), lines)
+        except (OSError, ValueError):
+            return ""
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # --until-stdin-closes: the server exits by itself
+            except OSError:
+                pass
+            for sig, wait in ((None, 2), (signal.SIGTERM, 2), (signal.SIGKILL, 5)):
+                if sig is not None:
+                    try:
+                        os.killpg(self.proc.pid, sig)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f:
+                    f.close()
+            except OSError:
+                pass
+
+
+class Net:
+    def __init__(self, args, problems: Problems):
+        self.args = args
+        self.problems = problems
+        self.samples = {}   # (workload, lib) -> [client JSON objects]
+        self.failures = {}  # (workload, lib) -> [short reasons]
+        self.runs = []
+
+    def fail(self, workload, lib, reason, detail=None, what=None):
+        self.failures.setdefault((workload, lib), []).append(reason)
+        self.problems.add(what or f"{lib} {workload}", reason, detail)
+
+    def server_argv(self, lib):
+        a, n = self.args, str(self.args.net_threads)
+        if lib == "karx":
+            return [a.karx_echo_server, "--processors", n, "--until-stdin-closes"]
+        if lib == "asio":
+            return [a.asio_echo_server, "--threads", n, "--until-stdin-closes"]
+        return [a.go_peer, "echo_server", "-threads", n, "-until-stdin-closes"]
+
+    def server_missing(self, lib, path):
+        """(reason, detail, what) when a server binary is not there, else None."""
+        if executable(path):
+            return None
+        if lib == "karx" and not os.path.isdir(os.path.join(ROOT, "modules", "net")):
+            return ("not built: no karx.net in this tree",
+                    f"{rel(path)}: bench/net/CMakeLists.txt builds it once modules/net exists", "karx_echo_server")
+        reason, detail = missing_reason(path)
+        return reason, detail, {"karx": "karx_echo_server", "asio": "karx_asio_echo_server",
+                                "go": "Go peer"}[lib]
+
+    def client_argv(self, workload, port):
+        _, mode, conns, threads = next(n for n in NET if n[0] == workload)
+        argv = [self.args.echo_client, "--port", str(port), mode]
+        if mode == "echo":
+            argv += ["--connections", str(conns), "--threads", str(threads), "--size", str(NET_MESSAGE_BYTES),
+                     "--warmup", f"{self.args.net_warmup:g}", "--duration", f"{self.args.net_duration:g}"]
+            timeout = self.args.net_warmup + self.args.net_duration + 60
+        else:
+            argv += ["--bytes", str(self.args.bulk_bytes)]
+            timeout = self.args.bulk_bytes / 20e6 + 60  # 20 MB/s would be very slow
+        return argv, min(timeout, self.args.timeout)
+
+    def run_round(self, workload, wi, rnd):
+        libs = list(NET_LIBS)
+        shift = (rnd + wi) % len(libs)
+        libs = libs[shift:] + libs[:shift]
+        log(f"{workload}: round {rnd + 1}/{self.args.rounds} (servers in the order {', '.join(libs)})")
+        if not executable(self.args.echo_client):
+            reason, detail = missing_reason(self.args.echo_client)
+            for lib in libs:
+                self.failures.setdefault((workload, lib), []).append(reason)
+            self.problems.add("karx_echo_client", reason, detail)
+            return
+        servers = {}
+        for lib in libs:
+            argv = self.server_argv(lib)
+            missing = self.server_missing(lib, argv[0])
+            if missing:
+                reason, detail, what = missing
+                self.failures.setdefault((workload, lib), []).append(reason)
+                self.problems.add(what, reason, detail)
+                continue
+            server = NetServer(lib, argv)
+            err = server.start()
+            if err:
+                self.fail(workload, lib, err[0], err[1], what=f"{lib} echo server")
+                continue
+            servers[lib] = server
+        try:
+            for rep in range(self.args.reps):
+                for lib in libs:
+                    server = servers.get(lib)
+                    if server is None:
+                        continue
+                    if not server.alive():
+                        self.fail(workload, lib, "server died", server.stderr_tail(), what=f"{lib} echo server")
+                        del servers[lib]
+                        server.stop()
+                        continue
+                    argv, timeout = self.client_argv(workload, server.port)
+                    cpu0 = server.cpu_seconds()
+                    res = run_process(argv, timeout)
+                    cpu1 = server.cpu_seconds()
+                    self.runs.append({"round": rnd, "rep": rep, "producer": "karx_echo_client", "server": lib,
+                                      "workload": workload, "seconds": round(res.seconds, 2), "error": res.error})
+                    objs = [o for o in json_lines(res.stdout) if o.get("kind") in ("net_echo", "net_bulk")]
+                    if not objs or res.error:
+                        detail = res.detail or "no net_echo/net_bulk line"
+                        if not server.alive():
+                            detail = f"the server died: {server.stderr_tail()}"
+                        self.fail(workload, lib, res.error or "no output", detail, what=f"client against {lib} {workload}")
+                        continue
+                    o = dict(objs[0])
+                    if cpu0 is not None and cpu1 is not None:
+                        # The server's CPU time over the whole client run (warm-up included), per
+                        # echo or per GB: less at the mercy of the machine's other load than
+                        # requests/s, and what the server leaves of the shared CPUs to the client.
+                        o["server_cpu_s"] = round(cpu1 - cpu0, 3)
+                        if o["kind"] == "net_echo" and o.get("requests_total"):
+                            o["server_cpu_us_per_request"] = (cpu1 - cpu0) / o["requests_total"] * 1e6
+                        elif o["kind"] == "net_bulk" and o.get("bytes"):
+                            o["server_cpu_s_per_gb"] = (cpu1 - cpu0) / (o["bytes"] / 1e9)
+                    self.samples.setdefault((workload, lib), []).append({"round": rnd, "rep": rep, **o})
+                    log(f"  {lib} {workload}: " + (f"{o.get('rps', 0):,.0f} req/s, p50 {o.get('p50_us', 0):.1f} µs, "
+                                                    f"p99 {o.get('p99_us', 0):.1f} µs" if o["kind"] == "net_echo"
+                                                    else f"{o.get('gbps', 0):.2f} GB/s"))
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    def run(self, workloads):
+        for wi, workload in enumerate(workloads):
+            for rnd in range(self.args.rounds):
+                self.run_round(workload, wi, rnd)
+
+    def entry(self, workload, lib, field):
+        objs = self.samples.get((workload, lib), [])
+        xs = [float(o[field]) for o in objs if isinstance(o.get(field), (int, float))]
+        entry = {"samples": xs, "failures": sorted(set(self.failures.get((workload, lib), [])))}
+        if xs:
+            entry.update(n=len(xs), median=statistics.median(xs), min=min(xs), max=max(xs))
+            for extra in ("p50_us", "p99_us", "server_cpu_us_per_request", "server_cpu_s_per_gb"):
+                ys = [float(o[extra]) for o in objs if isinstance(o.get(extra), (int, float))]
+                if ys:
+                    entry[extra] = statistics.median(ys)
+                    entry[extra + "_max"] = max(ys)
+        return entry
+
+    def rows(self, workloads):
+        expected = self.args.rounds * self.args.reps
+        rows = []
+        for workload, mode, conns, threads in NET:
+            if workload not in workloads:
+                continue
+            field, unit = ("rps", "requests/s") if mode == "echo" else ("gbps", "GB/s")
+            row = {"workload": workload, "mode": mode, "connections": conns, "client_threads": threads,
+                   "server_threads": self.args.net_threads, "unit": unit, "expected_samples": expected,
+                   "libs": {lib: self.entry(workload, lib, field) for lib in NET_LIBS}, "checks": []}
+            if mode == "echo":
+                row["message_bytes"] = NET_MESSAGE_BYTES
+            else:
+                row["bytes"] = self.args.bulk_bytes
+            karx = row["libs"]["karx"]
+            peers = [(row["libs"][p]["median"], p) for p in NET_LIBS if p != "karx" and "median" in row["libs"][p]]
+            if peers:
+                best_median, best = max(peers)  # more is better
+                row["best_peer"], row["best_peer_median"] = best, best_median
+                if "median" in karx:
+                    row["ratio"] = karx["median"] / best_median
+            ratio = row.get("ratio")
+            if mode == "echo":
+                row["checks"].append(check(f"req/s ≥ {NET_RPS_TARGET:g}× best peer's", ratio, NET_RPS_TARGET,
+                                           None if ratio is None else ratio >= NET_RPS_TARGET))
+                kp, gp = karx.get("p99_us"), row["libs"]["go"].get("p99_us")
+                row["checks"].append(check("p99 ≤ Go's", kp, gp, None if kp is None or gp is None else kp <= gp))
+            else:
+                row["checks"].append(check(f"GB/s ≥ {NET_BULK_TARGET:g}× best peer's", ratio, NET_BULK_TARGET,
+                                           None if ratio is None else ratio >= NET_BULK_TARGET))
+            missing = None
+            if "median" not in karx:
+                missing = "karx: " + (", ".join(karx["failures"]) or "no samples")
+            row["status"] = status_of(row["checks"], missing)
+            rows.append(row)
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Blocking, idle, memory, task layer
 
 
@@ -731,6 +1015,15 @@ def throughput_cell(entry, expected):
     return s
 
 
+def net_cell(entry, expected, digits):
+    if "median" not in entry:
+        return "missing (" + (", ".join(entry["failures"]) or "no samples") + ")"
+    s = (f"{entry['median']:,.{digits}f} ({entry['min']:,.{digits}f}–{entry['max']:,.{digits}f})")
+    if entry["n"] < expected:
+        s += f" n={entry['n']}/{expected}"
+    return s
+
+
 class Table:
     def __init__(self, title, header, align, note=None):
         self.title, self.header, self.align, self.note = title, header, align, note
@@ -802,6 +1095,42 @@ def build_tables(report):
                   fmt(ratios[r["cpp_peer"]], 2) if r["cpp_peer"] in ratios else "–",
                   f"karx ÷ Go ≤ {r['target']:g}" if r["target"] is not None else "",
                   r.get("status", ""))
+        tables.append(t)
+    net_rows = report.get("net", [])
+    echo_rows = [r for r in net_rows if r["mode"] == "echo"]
+    if echo_rows:
+        t = Table("karx.net echo: 64-byte request/response on loopback, requests/s median (min–max) and "
+                  f"the medians of p50 and p99 over {plural(opts['rounds'], 'round')} × "
+                  f"{plural(opts['reps'], 'repetition')} ({plural(opts['net_threads'], 'server thread')}, "
+                  "client on the same CPUs)",
+                  ["workload", "connections", "server", "requests/s", "p50 µs", "p99 µs (worst)",
+                   "server CPU µs/request", "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "r", "r", "l", "l"])
+        for r in echo_rows:
+            for lib in NET_LIBS:
+                e = r["libs"][lib]
+                karx_row = lib == "karx"
+                ratio = (f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–") if karx_row else ""
+                p99 = f"{fmt(e['p99_us'])} ({fmt(e['p99_us_max'])})" if "p99_us" in e else "–"
+                t.add(r["workload"], r["connections"], LIB_TITLES[lib], net_cell(e, expected, 0),
+                      fmt(e.get("p50_us")), p99, fmt(e.get("server_cpu_us_per_request")), ratio,
+                      targets_text(r["checks"]) if karx_row else "",
+                      r["status"] if karx_row else "")
+        tables.append(t)
+    bulk_rows = [r for r in net_rows if r["mode"] == "bulk"]
+    if bulk_rows:
+        t = Table("karx.net bulk: one connection, echoed back, GB/s median (min–max) over "
+                  f"{plural(opts['rounds'], 'round')} × {plural(opts['reps'], 'repetition')}",
+                  ["workload", "bytes", "server", "GB/s", "server CPU s/GB", "karx ÷ best peer", "target", "status"],
+                  ["l", "r", "l", "r", "r", "r", "l", "l"])
+        for r in bulk_rows:
+            for lib in NET_LIBS:
+                e = r["libs"][lib]
+                karx_row = lib == "karx"
+                ratio = (f"{r['ratio']:.2f} ({LIB_TITLES[r['best_peer']]})" if "ratio" in r else "–") if karx_row else ""
+                t.add(r["workload"], f"{r['bytes']:,}", LIB_TITLES[lib], net_cell(e, expected, 2),
+                      fmt(e.get("server_cpu_s_per_gb")), ratio,
+                      targets_text(r["checks"]) if karx_row else "", r["status"] if karx_row else "")
         tables.append(t)
     if "blocking" in report:
         t = Table("Blocking inside a task: the longest gap in a ticker task while another task blocks",
@@ -900,6 +1229,10 @@ def all_checks(report):
             continue
         st = "met" if r.get("met") is True else "MISSED" if r.get("met") is False else "missing"
         out.append((f"{r['workload']}/{r['threads']}", f"karx ÷ Go ≤ {r['target']:g}", st))
+    for r in report.get("net", []):
+        for c in r["checks"]:
+            st = "met" if c["ok"] is True else "MISSED" if c["ok"] is False else "missing"
+            out.append((r["workload"], c["target"], st))
     for section in PROBE_SECTIONS:
         for r in report.get(section, []):
             for c in r.get("checks", []):
@@ -986,6 +1319,15 @@ def docs_region(report, tables, chart_rel):
                   "medians over medians in the same run (the C++ peer: oneTBB's concurrent_bounded_queue "
                   "with a blocking std::thread per producer and consumer, pinned to as many CPUs as "
                   "processors; std::mutex held across no await in the same karx tasks)."]
+    if "net" in report:
+        lines += ["", "karx.net: karx's, Boost.Asio's and Go's echo servers "
+                  f"({plural(report['options']['net_threads'], 'thread')} each) "
+                  "on loopback, each driven by the same client (bench/net/echo_client.cpp) on the same "
+                  "CPUs; requests/s and GB/s are medians with min–max, p50 and p99 the medians of each "
+                  "run's percentiles (worst run's p99 in brackets); karx ÷ best peer is karx's median over "
+                  "the larger peer median. Server CPU is the server process's user + system time over "
+                  "each client run, warm-up included, per echo or per GB (median): less at the mercy of "
+                  "the machine's other load than the rates."]
     if chart_rel:
         lines += ["", f"![karx and its peers: median ns per operation relative to the best peer]({chart_rel})"]
     for t in tables:
@@ -1124,8 +1466,8 @@ def parse_args(argv):
                     help="smoke test: --rounds 1 --reps 3 --min-time 0.05 (explicit options win)")
     ap.add_argument("--only", metavar="W,...",
                     help="only these workloads (the docs region then shows only these): "
-                    + ", ".join(THROUGHPUT_NAMES + SYNC_NAMES + SPECIAL_NAMES)
-                    + "; sync = the four karx.sync workloads")
+                    + ", ".join(THROUGHPUT_NAMES + SYNC_NAMES + NET_NAMES + SPECIAL_NAMES)
+                    + "; sync = the four karx.sync workloads; net = the three karx.net workloads")
     ap.add_argument("--no-docs", action="store_true",
                     help="do not rewrite docs/bench.md (the chart then goes beside the JSON)")
     ap.add_argument("--json", default=os.path.join(ROOT, "build", "release", "bench", "results.json"),
@@ -1144,28 +1486,50 @@ def parse_args(argv):
                     help="the probes (default build/release/bench/probes/karx_runtime_probes)")
     ap.add_argument("--task-bench", default=os.path.join(bench_dir, "karx_task_bench"),
                     help="the task-layer benchmark (default build/release/bench/karx_task_bench)")
+    ap.add_argument("--echo-client", default=os.path.join(bench_dir, "net", "karx_echo_client"),
+                    help="the karx.net client (default build/release/bench/net/karx_echo_client)")
+    ap.add_argument("--karx-echo-server", default=os.path.join(bench_dir, "net", "karx_echo_server"),
+                    help="karx's echo server (default build/release/bench/net/karx_echo_server)")
+    ap.add_argument("--asio-echo-server", default=os.path.join(bench_dir, "net", "karx_asio_echo_server"),
+                    help="Boost.Asio's echo server (default build/release/bench/net/karx_asio_echo_server)")
+    ap.add_argument("--net-duration", type=float, dest="net_duration",
+                    help="seconds each echo run measures, after its warm-up (default 1; --quick 0.25)")
+    ap.add_argument("--net-warmup", type=float, dest="net_warmup",
+                    help="seconds of warm-up before each echo run measures (default 0.2; --quick 0.1)")
+    ap.add_argument("--net-threads", type=int, dest="net_threads", default=NET_PROCESSORS,
+                    help="threads of each echo server: karx processors, Asio threads, GOMAXPROCS "
+                    f"(default {NET_PROCESSORS})")
+    ap.add_argument("--bulk-bytes", type=int, dest="bulk_bytes",
+                    help="bytes each bulk run pushes and reads back (default 1 GiB; --quick 128 MiB)")
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs", "bench.md"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    quick = {"rounds": 1, "reps": 3, "min_time": 0.05}
-    full = {"rounds": 3, "reps": 5, "min_time": 0.2}
+    quick = {"rounds": 1, "reps": 3, "min_time": 0.05, "net_duration": 0.25, "net_warmup": 0.1,
+             "bulk_bytes": 128 << 20}
+    full = {"rounds": 3, "reps": 5, "min_time": 0.2, "net_duration": 1.0, "net_warmup": 0.2,
+            "bulk_bytes": 1 << 30}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.rounds < 1 or args.reps < 1 or args.min_time <= 0:
         ap.error("--rounds and --reps must be at least 1, --min-time positive")
-    known = THROUGHPUT_NAMES + SYNC_NAMES + SPECIAL_NAMES
+    if args.net_duration <= 0 or args.net_warmup < 0 or args.bulk_bytes < 1 or args.net_threads < 1:
+        ap.error("--net-duration must be positive, --net-warmup not negative, --bulk-bytes and --net-threads "
+                 "at least 1")
+    known = THROUGHPUT_NAMES + SYNC_NAMES + NET_NAMES + SPECIAL_NAMES
     if args.only:
         names = [w.strip() for w in args.only.split(",") if w.strip()]
         aliases = {"task": "task_layer", "task-layer": "task_layer"}
         names = [aliases.get(w, w) for w in names]
-        names = [x for w in names for x in (SYNC_NAMES if w == "sync" else [w])]
+        groups = {"sync": SYNC_NAMES, "net": NET_NAMES}
+        names = [x for w in names for x in groups.get(w, [w])]
         bad = [w for w in names if w not in known]
         if bad:
             ap.error(f"--only: unknown workload(s) {', '.join(bad)}; known: {', '.join(known)}")
         args.selected = [w for w in known if w in names]
     else:
         args.selected = known
-    for k in ("runtime_bench", "sync_bench", "go_peer", "probes", "task_bench", "json", "docs"):
+    for k in ("runtime_bench", "sync_bench", "go_peer", "probes", "task_bench", "echo_client", "karx_echo_server",
+              "asio_echo_server", "json", "docs"):
         setattr(args, k, os.path.abspath(getattr(args, k)))
     return args
 
@@ -1187,10 +1551,13 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "date_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": {"rounds": args.rounds, "reps": args.reps, "min_time": args.min_time, "quick": args.quick,
-                    "only": args.selected, "timeout": args.timeout},
+                    "only": args.selected, "timeout": args.timeout, "net_duration": args.net_duration,
+                    "net_warmup": args.net_warmup, "bulk_bytes": args.bulk_bytes, "net_threads": args.net_threads},
         "producers": {"runtime_bench": rel(args.runtime_bench), "sync_bench": rel(args.sync_bench),
                       "go_peer": rel(args.go_peer),
-                      "probes": rel(args.probes), "task_bench": rel(args.task_bench)},
+                      "probes": rel(args.probes), "task_bench": rel(args.task_bench),
+                      "echo_client": rel(args.echo_client), "karx_echo_server": rel(args.karx_echo_server),
+                      "asio_echo_server": rel(args.asio_echo_server)},
         "machine": machine_info(),
         "load_average_start": list(os.getloadavg()),
         "json_rel": rel(args.json),
@@ -1207,6 +1574,12 @@ def main(argv=None) -> int:
         report["throughput"] = tp.rows(workloads)
     if sync_workloads:
         report["sync"] = tp.sync_rows(sync_workloads)
+
+    net_workloads = [w for w in NET_NAMES if w in args.selected]
+    net = Net(args, problems)
+    if net_workloads:
+        net.run(net_workloads)
+        report["net"] = net.rows(net_workloads)
 
     sections = [s for s in PROBE_SECTIONS if s in args.selected]
     probe_runs = []
@@ -1236,7 +1609,9 @@ def main(argv=None) -> int:
     report["raw"] = {"karx_runtime_bench_context": tp.gbench_context.get("karx_runtime_bench"),
                      "karx_sync_bench_context": tp.gbench_context.get("karx_sync_bench"),
                      "karx_runtime_bench": tp.raw_gbench,
-                     "go_peer": tp.raw_go, "runs": tp.runs + probe_runs}
+                     "go_peer": tp.raw_go,
+                     "net": [{"workload": w, "library": lib, **o} for (w, lib), objs in net.samples.items() for o in objs],
+                     "runs": tp.runs + net.runs + probe_runs}
     checks = all_checks(report)
     report["targets"] = [{"area": a, "target": t, "status": s} for a, t, s in checks]
 

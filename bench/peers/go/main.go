@@ -62,6 +62,8 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "  -threads N         GOMAXPROCS (default 1; 2 for mutex_contended, blocking, idle, memory, fib_memory, skynet_memory)\n")
 	fmt.Fprintf(w, "  -reps R            samples per throughput workload (default 15)\n")
 	fmt.Fprintf(w, "  -min-time SECONDS  minimum time per sample (default 0.2)\n")
+	fmt.Fprintf(w, "or:    karx-go-peer echo_server [-threads N] [-host H] [-port P] [-until-stdin-closes]\n")
+	fmt.Fprintf(w, "  the karx.net benchmarks' echo server (GOMAXPROCS N, default 2; port 0: any free port)\n")
 }
 
 // fail reports a bad command line and exits with status 2.
@@ -78,6 +80,10 @@ func main() {
 	name := os.Args[1]
 	if name == "-h" || name == "-help" || name == "--help" {
 		usage(os.Stdout)
+		return
+	}
+	if name == "echo_server" { // a server, not a measurement: its own flags (echo_server.go)
+		runEchoServer(os.Args[2:])
 		return
 	}
 	w, ok := workloads[name]
