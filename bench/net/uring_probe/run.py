@@ -3,7 +3,8 @@
 
 For each round, for each workload, each server in turn (A B C A B C ...): start the server,
 run the client against it, stop the server. Reports the median and the range over rounds,
-and the load average before and after.
+the server's CPU time (user + system, from its rusage) per round trip or per MiB, and the
+load average before and after each round.
 
   run.py [--rounds N] [--secs S] [--warmup S] [--bulk-mib M] [--cxx CXX] [--build DIR]
 """
@@ -64,12 +65,19 @@ def run_one(out, server, client_args):
     try:
         res = subprocess.run([os.path.join(out, "client"), str(port), *client_args],
                              capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise RuntimeError(f"client failed: {res.stderr.strip()}")
-        return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", res.stdout)}
     finally:
         srv.terminate()
-        srv.wait()
+        _, _, ru = os.wait4(srv.pid, 0)
+    if res.returncode != 0:
+        raise RuntimeError(f"client failed: {res.stderr.strip()}")
+    m = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", res.stdout)}
+    # Server CPU (user + system) over its whole life, per round trip or per MiB echoed.
+    cpu = ru.ru_utime + ru.ru_stime
+    if "rps" in m:
+        m["cpu_us"] = cpu / m["total"] * 1e6
+    else:
+        m["cpu_ms_mib"] = cpu / (m["total"] / 2**20) * 1e3
+    return m
 
 
 def fmt(vals, digits):
@@ -106,17 +114,19 @@ def main():
     print(f"\nload average (1 min) before and after each round: {' '.join(loads)}\n")
 
     print(f"Median (min–max) of {args.rounds} interleaved rounds.\n")
-    print("| workload | server | requests/s | p50 µs | p99 µs |")
-    print("|---|---|---|---|---|")
+    print("| workload | server | requests/s | p50 µs | p99 µs | server CPU µs/request |")
+    print("|---|---|---|---|---|---|")
     for wname, _ in workloads[:2]:
         for sname, _ in SERVERS:
             ms = results[(wname, sname)]
             print(f"| {wname} | {sname} | {fmt([m['rps'] for m in ms], 0)} "
-                  f"| {fmt([m['p50_us'] for m in ms], 1)} | {fmt([m['p99_us'] for m in ms], 1)} |")
-    print(f"\n| workload | server | GB/s |\n|---|---|---|")
+                  f"| {fmt([m['p50_us'] for m in ms], 1)} | {fmt([m['p99_us'] for m in ms], 1)} "
+                  f"| {fmt([m['cpu_us'] for m in ms], 2)} |")
+    print(f"\n| workload | server | GB/s | server CPU ms/MiB |\n|---|---|---|---|")
     for sname, _ in SERVERS:
         ms = results[("bulk", sname)]
-        print(f"| bulk {args.bulk_mib} MiB, 1 conn | {sname} | {fmt([m['gbps'] for m in ms], 2)} |")
+        print(f"| bulk {args.bulk_mib} MiB, 1 conn | {sname} | {fmt([m['gbps'] for m in ms], 2)} "
+              f"| {fmt([m['cpu_ms_mib'] for m in ms], 3)} |")
 
 
 if __name__ == "__main__":
