@@ -179,6 +179,7 @@ void ring_cqe(const io_uring_cqe* cqe) {
         arm_recv(conn_for(res));
       } else if (res == -EINVAL && multishot_accept) {
         multishot_accept = false;  // kernel without multishot accept
+        std::fprintf(stderr, "uring_echo: no multishot accept, using one-shot accept\n");
       }
       if (!more) arm_accept();
       return;
@@ -191,6 +192,7 @@ void ring_cqe(const io_uring_cqe* cqe) {
         if (!c.sending) send_front(c);
       }
       if (!more) {
+        if (res == -EINVAL) die("multishot recv with provided buffers", EINVAL);
         c.recv_armed = false;
         if (res == -ENOBUFS)
           starved.push_back(c.fd);  // re-armed when a send gives a buffer back
