@@ -14,7 +14,7 @@ karx_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 karx_apt_packages=(
   clang-19 clang-tools-19 libclang-rt-19-dev lld-19 clang-format-19
   ninja-build libtbb-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libboost-dev golang-go gnuplot-nox python3 valgrind
+  libboost-dev golang-go gnuplot-nox python3 valgrind liburing-dev
   nodejs npm
 )
 
