@@ -63,6 +63,11 @@ struct Worker {
     return runnext.exchange(nullptr, std::memory_order_acq_rel);
   }
   PollWord poll;  // its polls, watched by the monitor (machinery/poll_word.cppm)
+  // Set while the worker waits for a wake inside block_on (help_while_blocked): its poll is
+  // waiting by design and keeps the processor, looking for work every millisecond. The
+  // monitor does not revoke such a poll: with the wait overslept on a loaded machine it took
+  // the poll for a blocked one, and at the thread cap nobody was left to run what it waited for.
+  std::atomic<bool> waiting_in_block_on{false};
   // Set (under the idle lock) by whoever hands this idle worker a slot, before unparking it.
   std::atomic<bool> given_slot{false};
   // Set (under the idle lock, after taking it off the idle list) by the monitor when the

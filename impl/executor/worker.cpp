@@ -341,7 +341,10 @@ bool help_while_blocked(std::atomic<std::uint32_t>& woken) noexcept {
   // global queue wakes idle workers, not this one). A new poll for the monitor's clock: a
   // worker that waits here keeps its processor, and helps with it.
   w->poll.nest();
+  // relaxed: a hint for the monitor's next look (see Worker::waiting_in_block_on).
+  w->waiting_in_block_on.store(true, std::memory_order_relaxed);
   wait_on_word(woken, 0, std::chrono::milliseconds(1));
+  w->waiting_in_block_on.store(false, std::memory_order_relaxed);
   return true;
 }
 
