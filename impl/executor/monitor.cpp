@@ -127,7 +127,10 @@ void Monitor::run() noexcept {
       next_trace = now + core.schedtrace;
     }
 
-    if (!look.polling && park_while_idle()) {
+    // Parks only once its delay has backed off to the longest (about 20 ms of no slot taken):
+    // a runtime that goes idle between short bursts of work (a network server between
+    // requests) would otherwise pay a futex wake of the monitor per burst (slot_taken).
+    if (!look.polling && delay >= kMaxDelay && park_while_idle()) {
       delay = kMinDelay;
       continue;
     }
