@@ -41,7 +41,7 @@ std::uint16_t TcpListener::local_port() const {
 }
 
 TcpListener::Accept::~Accept() {
-  if (listener_ != nullptr) listener_->socket_.forget(Direction::read, this);
+  if (listener_ != nullptr && parked_) listener_->socket_.forget(Direction::read, this);
 }
 
 Poll<TcpStream> TcpListener::Accept::poll(Context& cx) {
@@ -50,7 +50,7 @@ Poll<TcpStream> TcpListener::Accept::poll(Context& cx) {
   detail::net::Socket& s = listener_->socket_;
   const int fd = s.fd("karx::net::TcpListener::accept");
   for (;;) {
-    const ssize_t r = s.io(Direction::read, cx, this, "karx::net::TcpListener::accept", [&]() -> ssize_t {
+    const ssize_t r = s.io(Direction::read, cx, this, parked_, "karx::net::TcpListener::accept", [&]() -> ssize_t {
       const int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       // A connection reset before we took it: not our error, take the next one.
       if (c < 0 && errno == ECONNABORTED) errno = EINTR;

@@ -101,7 +101,7 @@ void check_stream(const TcpStream* s, const char* who) {
 }  // namespace
 
 TcpStream::Read::~Read() {
-  if (stream_ != nullptr) stream_->socket_.forget(Direction::read, this);
+  if (stream_ != nullptr && parked_) stream_->socket_.forget(Direction::read, this);
 }
 
 Poll<std::size_t> TcpStream::Read::poll(Context& cx) {
@@ -109,13 +109,14 @@ Poll<std::size_t> TcpStream::Read::poll(Context& cx) {
   if (!detail::coop_proceed(cx)) return pending;  // the task's turn is spent (karx.task's coop)
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::read");
-  const ssize_t n = s.io(Direction::read, cx, this, "karx::net::TcpStream::read", [&] { return recv_some(fd, buf_); });
+  const ssize_t n =
+      s.io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read", [&] { return recv_some(fd, buf_); });
   if (n < 0) return pending;
   return Poll<std::size_t>::ready(static_cast<std::size_t>(n));
 }
 
 TcpStream::ReadExact::~ReadExact() {
-  if (stream_ != nullptr) stream_->socket_.forget(Direction::read, this);
+  if (stream_ != nullptr && parked_) stream_->socket_.forget(Direction::read, this);
 }
 
 Poll<void> TcpStream::ReadExact::poll(Context& cx) {
@@ -124,7 +125,7 @@ Poll<void> TcpStream::ReadExact::poll(Context& cx) {
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::read_exact");
   while (done_ < buf_.size()) {
-    const ssize_t n = s.io(Direction::read, cx, this, "karx::net::TcpStream::read_exact",
+    const ssize_t n = s.io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read_exact",
                            [&] { return recv_some(fd, buf_.subspan(done_)); });
     if (n < 0) return pending;
     if (n == 0)
@@ -139,7 +140,7 @@ Poll<void> TcpStream::ReadExact::poll(Context& cx) {
 // --- write, write_all --------------------------------------------------------------------------
 
 TcpStream::Write::~Write() {
-  if (stream_ != nullptr) stream_->socket_.forget(Direction::write, this);
+  if (stream_ != nullptr && parked_) stream_->socket_.forget(Direction::write, this);
 }
 
 Poll<std::size_t> TcpStream::Write::poll(Context& cx) {
@@ -148,13 +149,13 @@ Poll<std::size_t> TcpStream::Write::poll(Context& cx) {
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::write");
   const ssize_t n =
-      s.io(Direction::write, cx, this, "karx::net::TcpStream::write", [&] { return send_some(fd, buf_); });
+      s.io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write", [&] { return send_some(fd, buf_); });
   if (n < 0) return pending;
   return Poll<std::size_t>::ready(static_cast<std::size_t>(n));
 }
 
 TcpStream::WriteAll::~WriteAll() {
-  if (stream_ != nullptr) stream_->socket_.forget(Direction::write, this);
+  if (stream_ != nullptr && parked_) stream_->socket_.forget(Direction::write, this);
 }
 
 Poll<void> TcpStream::WriteAll::poll(Context& cx) {
@@ -164,7 +165,7 @@ Poll<void> TcpStream::WriteAll::poll(Context& cx) {
   const int fd = s.fd("karx::net::TcpStream::write_all");
   // Partial writes (the send buffer is full) continue here, after a wait for room.
   while (done_ < buf_.size()) {
-    const ssize_t n = s.io(Direction::write, cx, this, "karx::net::TcpStream::write_all",
+    const ssize_t n = s.io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write_all",
                            [&] { return send_some(fd, buf_.subspan(done_)); });
     if (n < 0) return pending;
     done_ += static_cast<std::size_t>(n);

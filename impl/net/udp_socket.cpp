@@ -49,7 +49,7 @@ UdpSocket::SendTo::SendTo(SendTo&& o) noexcept
 }
 
 UdpSocket::SendTo::~SendTo() {
-  if (socket_ != nullptr) socket_->socket_.forget(Direction::write, this);
+  if (socket_ != nullptr && parked_) socket_->socket_.forget(Direction::write, this);
 }
 
 Poll<std::size_t> UdpSocket::SendTo::poll(Context& cx) {
@@ -70,14 +70,14 @@ Poll<std::size_t> UdpSocket::SendTo::poll(Context& cx) {
   if (!detail::coop_proceed(cx)) return pending;
   detail::net::Socket& s = socket_->socket_;
   const int fd = s.fd("karx::net::UdpSocket::send_to");
-  const ssize_t n = s.io(Direction::write, cx, this, "karx::net::UdpSocket::send_to",
+  const ssize_t n = s.io(Direction::write, cx, this, parked_, "karx::net::UdpSocket::send_to",
                          [&] { return ::sendto(fd, buf_.data(), buf_.size(), MSG_NOSIGNAL, to_->get(), to_->length); });
   if (n < 0) return pending;
   return Poll<std::size_t>::ready(static_cast<std::size_t>(n));
 }
 
 UdpSocket::RecvFrom::~RecvFrom() {
-  if (socket_ != nullptr) socket_->socket_.forget(Direction::read, this);
+  if (socket_ != nullptr && parked_) socket_->socket_.forget(Direction::read, this);
 }
 
 Poll<std::pair<std::size_t, std::uint16_t>> UdpSocket::RecvFrom::poll(Context& cx) {
@@ -86,7 +86,7 @@ Poll<std::pair<std::size_t, std::uint16_t>> UdpSocket::RecvFrom::poll(Context& c
   detail::net::Socket& s = socket_->socket_;
   const int fd = s.fd("karx::net::UdpSocket::recv_from");
   sockaddr_storage from{};
-  const ssize_t n = s.io(Direction::read, cx, this, "karx::net::UdpSocket::recv_from", [&] {
+  const ssize_t n = s.io(Direction::read, cx, this, parked_, "karx::net::UdpSocket::recv_from", [&] {
     socklen_t len = sizeof from;
     return ::recvfrom(fd, buf_.data(), buf_.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
   });

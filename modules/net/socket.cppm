@@ -50,17 +50,30 @@ class Socket {
 
   // Runs `attempt` (a syscall wrapper returning >= 0, or -1 with errno) until it succeeds
   // (returns its value), fails (throws std::system_error naming `what`) or would block: then
-  // parks `owner` on direction `d` and returns -1 (pending). EINTR retries.
+  // parks `owner` on direction `d`, sets `parked` and returns -1 (pending). EINTR retries.
+  // `parked` is the operation's: true while its waker may be stored here. A success after a
+  // park that was not followed by the poller's wake (a re-poll for another reason) takes the
+  // waker back, so that the direction is free for the next operation; so does the
+  // operation's destructor (forget), and only then: most operations never park.
   template <class Attempt>
-  ssize_t io(Direction d, Context& cx, const void* owner, const char* what, Attempt attempt) {
+  ssize_t io(Direction d, Context& cx, const void* owner, bool& parked, const char* what, Attempt attempt) {
     for (;;) {
       const std::uint32_t seen = reg_->of(d).ticks();  // before the syscall: see readiness.cppm
       const ssize_t r = attempt();
-      if (r >= 0) return r;
+      if (r >= 0) {
+        if (parked) {
+          forget(d, owner);
+          parked = false;
+        }
+        return r;
+      }
       const int err = errno;
       if (err == EINTR) continue;
       if (err != EAGAIN && err != EWOULDBLOCK) throw_errno(err, what);
-      if (park(d, seen, cx, owner)) return -1;
+      if (park(d, seen, cx, owner)) {
+        parked = true;
+        return -1;
+      }
     }
   }
   std::uint32_t ticks(Direction d) const noexcept { return reg_->of(d).ticks(); }

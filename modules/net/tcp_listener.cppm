@@ -42,6 +42,7 @@ class TcpListener::Accept {
 
  private:
   TcpListener* listener_;
+  bool parked_ = false;  // see Socket::io
 };
 
 inline TcpListener::Accept TcpListener::accept() { return Accept(*this); }

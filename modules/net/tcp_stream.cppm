@@ -91,6 +91,7 @@ class TcpStream::Read {
  private:
   TcpStream* stream_;
   std::span<std::byte> buf_;
+  bool parked_ = false;  // see Socket::io
 };
 
 // Future<void>.
@@ -106,6 +107,7 @@ class TcpStream::ReadExact {
   TcpStream* stream_;
   std::span<std::byte> buf_;
   std::size_t done_ = 0;
+  bool parked_ = false;
 };
 
 // Future<std::size_t>.
@@ -120,6 +122,7 @@ class TcpStream::Write {
  private:
   TcpStream* stream_;
   std::span<const std::byte> buf_;
+  bool parked_ = false;
 };
 
 // Future<void>.
@@ -135,6 +138,7 @@ class TcpStream::WriteAll {
   TcpStream* stream_;
   std::span<const std::byte> buf_;
   std::size_t done_ = 0;
+  bool parked_ = false;
 };
 
 inline TcpStream::Connect TcpStream::connect(std::string host, std::uint16_t port) {

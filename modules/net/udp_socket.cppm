@@ -53,6 +53,7 @@ class UdpSocket::SendTo {
   std::span<const std::byte> buf_;
   detail::net::Resolve resolve_;
   std::optional<detail::net::Endpoint> to_;
+  bool parked_ = false;  // see Socket::io
 };
 
 class UdpSocket::RecvFrom {
@@ -66,6 +67,7 @@ class UdpSocket::RecvFrom {
  private:
   UdpSocket* socket_;
   std::span<std::byte> buf_;
+  bool parked_ = false;
 };
 
 inline UdpSocket::SendTo UdpSocket::send_to(std::span<const std::byte> buf, std::string host, std::uint16_t port) {
