@@ -97,6 +97,8 @@ net::Poller* RuntimeCore::acquire_netpoller() {
   return p;
 }
 
+// The loads of `netpoller` are acquire: they pair with the store that published a new Poller,
+// whose construction they must see.
 bool RuntimeCore::netpoll_ready_work() noexcept {
   net::Poller* p = netpoller.load(std::memory_order_acquire);
   if (p == nullptr || p->registered() == 0) return false;
@@ -133,6 +135,7 @@ void RuntimeCore::netpoll_wake_any() noexcept {
 void RuntimeCore::netpoll_close() noexcept {
   // Every thread of ours is joined: nobody polls any more. Sockets that outlive the runtime
   // keep the Poller (their references) until they close.
+  // acq_rel: we see every use of the Poller by the threads we joined (join orders them anyway).
   net::Poller* p = netpoller.exchange(nullptr, std::memory_order_acq_rel);
   if (p == nullptr) return;
   p->close();

@@ -56,6 +56,7 @@ class Poller {
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
 
+  // relaxed: a reference is only ever taken from one held already (the count cannot be 0).
   void acquire() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   // acq_rel: the last release sees every other holder's use of the poller before deleting it.
   void release() noexcept {
@@ -82,6 +83,8 @@ class Poller {
   // seq_cst fence, checks its wake-up conditions and only then polls; a waker sets the
   // condition, issues a seq_cst fence, and interrupts if sleeper() is its target. By the
   // fences, either the sleeper sees the condition or the waker sees the sleeper.
+  // All three relaxed: the seq_cst fences of the protocol above order them against the
+  // conditions; the sleeper word itself publishes nothing else.
   bool become_sleeper(const void* who) noexcept {
     const void* none = nullptr;
     return sleeper_.compare_exchange_strong(none, who, std::memory_order_relaxed);

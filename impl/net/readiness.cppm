@@ -16,6 +16,8 @@
 module;
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
@@ -83,7 +85,15 @@ class Readiness {
       owner_ = nullptr;
       std::swap(waker_, woken);
     }
-    std::move(woken).wake_and_release();
+    // A waker that throws must not take the poller (and every other socket) down with it: as
+    // the timer driver does, report it and go on.
+    try {
+      std::move(woken).wake_and_release();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "karx: netpoller: a waker threw from wake(): %s (ignored)\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "karx: netpoller: a waker threw from wake(): non-standard exception (ignored)\n");
+    }
   }
 
   // Whether an operation is parked here (tests, and the poller's close).
