@@ -98,8 +98,11 @@ void Poller::remove(IoRegistration* reg) noexcept {
   // Failure is impossible for an fd we added and have not closed; nothing to do about it.
   epoll_event ev{};
   (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, reg->fd, &ev);
-  // No operation can be parked: each one forgets itself when it is destroyed, and the socket
-  // outlives its operations. A late event may still bump the ticks (see poller.cppm).
+  // Operations borrow their socket and forget themselves when destroyed, so none should be
+  // parked; reset anyway, so that a stray waker neither outlives the socket nor blocks the
+  // registration's next socket. A late event may still bump the ticks (see poller.cppm).
+  reg->read.reset();
+  reg->write.reset();
   reg->fd = -1;
   {
     std::lock_guard lock(mutex_);

@@ -96,6 +96,17 @@ class Readiness {
     }
   }
 
+  // The socket is closing: drops whatever waker is still here (an operation that outlived its
+  // socket, which is misuse, must not leave it to the registration's next socket).
+  void reset() noexcept {
+    Waker dropped = empty();
+    {
+      std::lock_guard lock(mutex_);
+      owner_ = nullptr;
+      std::swap(waker_, dropped);
+    }
+  }
+
   // Whether an operation is parked here (tests, and the poller's close).
   bool parked() noexcept {
     std::lock_guard lock(mutex_);
