@@ -6,3 +6,4 @@ export import karx.executor;
 export import karx.time;
 export import karx.sim;
 export import karx.sync;
+export import karx.net;

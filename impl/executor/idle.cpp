@@ -74,7 +74,7 @@ void RuntimeCore::wakep_after_seq_cst() noexcept {
   }
   // The worker wakes the monitor itself once it runs with the slot (worker_main, park_idle's
   // caller): a thread spawning from outside pays one futex wake per wakep, not two.
-  w->parker.unpark();
+  unpark_worker(w);  // on its futex, or in the netpoller (netpoll.cpp)
 }
 
 void RuntimeCore::trim_idle_worker() noexcept {
@@ -86,7 +86,7 @@ void RuntimeCore::trim_idle_worker() noexcept {
     if (w == nullptr) return;
     w->exit_requested.store(true, std::memory_order_relaxed);  // published by unpark's release
   }
-  w->parker.unpark();
+  unpark_worker(w);
 }
 
 // --- The parking side --------------------------------------------------------------------------
@@ -127,15 +127,24 @@ bool leave_idle_list(Worker* w) noexcept {
   return core.idle.take(w, core.idle.lock());
 }
 
-// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown.
+// Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown. If
+// the runtime has a netpoller and nobody sleeps in it, parks there instead, with no timeout
+// (netpoll.cpp, step 4): the runtime keeps that one thread while it has sockets.
 Idle park_idle(Worker* w, bool holds_slot) noexcept {
   RuntimeCore& core = *w->core;
   if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
+  bool netpoll_sleeper = false;
   for (;;) {
-    const bool unparked = w->parker.park_for(core.options.idle_thread_timeout);
+    const bool in_netpoller = core.sleep_in_netpoller(w, [w, &core] {
+      return w->given_slot.load(std::memory_order_relaxed) || w->exit_requested.load(std::memory_order_relaxed) ||
+             core.shutting_down.load(std::memory_order_relaxed);
+    });
+    netpoll_sleeper = netpoll_sleeper || in_netpoller;
+    const bool unparked = in_netpoller || w->parker.park_for(core.options.idle_thread_timeout);
     if (w->exit_requested.load(std::memory_order_acquire)) {
       // The monitor took us off the idle list to make room under the thread cap.
       w->exit_requested.store(false, std::memory_order_relaxed);
+      if (netpoll_sleeper) core.monitor.slot_taken();  // netpoll.cpp, step 6: it takes the role over
       return Idle::exit;
     }
     if (core.shutting_down.load(std::memory_order_acquire)) {

@@ -99,6 +99,7 @@ void Monitor::start() {
 
 void Monitor::stop() noexcept {
   parker_.unpark();  // the loop sees shutting_down at its next turn
+  core_.netpoll_wake(this);
   if (thread_.joinable()) thread_.join();
 }
 
@@ -117,6 +118,7 @@ void Monitor::run() noexcept {
   while (!core.shutting_down.load(std::memory_order_acquire)) {
     const Clock::time_point now = Clock::now();
     const Look look = look_at_polls(now);
+    core.netpoll_if_stale();  // sockets: nobody polled for 10 ms (netpoll.cpp, step 3)
 
     // A thread could not be started while work waited for it: try again (backing off as
     // the loop's delay does while nothing else happens).
@@ -221,15 +223,25 @@ bool Monitor::park_while_idle() noexcept {
   if (core.schedtrace.count() != 0 || core.budget.retry_pending() || !core.slots.all_free_seq_cst()) return false;
   idle_.store(true, std::memory_order_seq_cst);
   if (core.slots.all_free_seq_cst() && !core.budget.retry_pending() &&
-      !core.shutting_down.load(std::memory_order_acquire))
-    parker_.park();
+      !core.shutting_down.load(std::memory_order_acquire)) {
+    // With sockets, the idle runtime sleeps in the netpoller, here if no idle worker does
+    // (netpoll.cpp, step 4); slot_taken's netpoll_wake interrupts it.
+    const bool in_netpoller = core.sleep_in_netpoller(this, [this, &core] {
+      return !idle_.load(std::memory_order_relaxed) || core.budget.retry_pending() ||
+             core.shutting_down.load(std::memory_order_relaxed);
+    });
+    if (!in_netpoller) parker_.park();
+  }
   idle_.store(false, std::memory_order_relaxed);
   return true;
 }
 
 void Monitor::slot_taken() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (idle_.load(std::memory_order_relaxed) && idle_.exchange(false, std::memory_order_acq_rel)) parker_.unpark();
+  if (idle_.load(std::memory_order_relaxed) && idle_.exchange(false, std::memory_order_acq_rel)) {
+    parker_.unpark();
+    core_.netpoll_wake(this);  // if it sleeps in the netpoller instead
+  }
 }
 
 // --- Retrying thread starts ---------------------------------------------------------------------

@@ -104,6 +104,12 @@ RuntimeCore* core_create(const RuntimeOptions& options, void* runtime) {
   (void)core->budget.try_take();  // max_threads >= processors + 1: there is room for the monitor
   core->monitor.start();
   core->budget.started();
+  try {
+    register_runtime_for_netpoll(core.get());  // sockets made on its threads find its netpoller
+  } catch (...) {
+    core->shutdown();
+    throw;
+  }
   return core.release();
 }
 
@@ -380,6 +386,8 @@ void RuntimeCore::shutdown() noexcept {
     shutting_down.store(true, std::memory_order_seq_cst);
     idle.for_each(lock, [](Worker* w) { w->parker.unpark(); });
   }
+  unregister_runtime_for_netpoll(this);  // new sockets on our threads use the reactor now
+  netpoll_wake_any();                    // a thread sleeping in the netpoller sees shutting_down
   for (RawTask t : injector.close()) drop_task(t);
   blocking_pool.close();
   for (unsigned i = 0, n = workers.size(); i < n; ++i) workers[i]->parker.unpark();
@@ -423,6 +431,10 @@ void RuntimeCore::shutdown() noexcept {
     else
       std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+
+  // 5. The netpoller: nobody polls it any more. Operations parked on sockets that outlive the
+  //    runtime are woken and throw (impl/executor/netpoll.cpp, step 7).
+  netpoll_close();
 }
 
 // Cancels every task in a queue: the workers' (which may still be running a poll: we take

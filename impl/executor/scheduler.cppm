@@ -37,6 +37,7 @@ module;
 module karx.executor:scheduler;
 import karx.task;
 import karx.machinery;
+import karx.netpoll;
 import :options;
 import :core;
 import :thread_budget;
@@ -164,6 +165,11 @@ class RuntimeCore {
 
   BlockingPool blocking_pool;
 
+  // The netpoller (karx.net; netpoll.cpp has the protocol): made by the first socket opened on
+  // this runtime, closed and released at the end of shutdown. Null while no socket was made.
+  std::atomic<net::Poller*> netpoller{nullptr};
+  std::mutex netpoller_mutex;  // its creation
+
   // --- Functions (impl/executor/*.cpp) ---
   // Hands a free slot to an idle or new worker if work may be waiting. wakep() is for work
   // published without a seq_cst operation (the injector); wakep_after_seq_cst() for work
@@ -184,6 +190,39 @@ class RuntimeCore {
   void ask_for_retry() noexcept { monitor.ask_for_retry(); }  // work waits for a thread
   void trim_idle_worker() noexcept;                           // at the cap: an idle spare worker exits
   RuntimeMetrics metrics() const noexcept;
+
+  // The netpoller (netpoll.cpp). acquire_netpoller: this runtime's, made on first use, with a
+  // reference for the caller (throws std::system_error if it cannot be made).
+  net::Poller* acquire_netpoller();
+  // A non-blocking poll, if sockets are registered: what it wakes is scheduled from here (on a
+  // worker holding a slot, into its own queue). True if it handled any event.
+  bool netpoll_ready_work() noexcept;
+  // The monitor's poll when nobody has polled for kNetpollStale.
+  void netpoll_if_stale() noexcept;
+  // An idle thread (`who`: a worker, a guest or the monitor) sleeps in the netpoller instead
+  // of on its futex if the netpoller exists and nobody else sleeps in it; `woken()` are the
+  // conditions its wakers set before calling netpoll_wake(who). True if it took the role
+  // (and has slept or found itself woken); false: park as usual.
+  template <class Woken>
+  bool sleep_in_netpoller(const void* who, Woken woken) noexcept {
+    net::Poller* p = netpoller.load(std::memory_order_acquire);
+    if (p == nullptr || !p->become_sleeper(who)) return false;
+    // Pairs with netpoll_wake's fence: either we see the waker's condition here, or it sees
+    // us as the sleeper and interrupts the wait.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (woken())
+      p->stop_sleeping();
+    else
+      netpoll_sleep(p);
+    return true;
+  }
+  void netpoll_sleep(net::Poller* p) noexcept;
+  // After setting a wake condition of `who`: interrupts the netpoller if `who` sleeps in it.
+  void netpoll_wake(const void* who) noexcept;
+  void netpoll_wake_any() noexcept;  // whoever sleeps in it (shutdown)
+  void netpoll_close() noexcept;     // the end of shutdown
+  // Wakes a parked worker or guest, on its futex or in the netpoller.
+  void unpark_worker(Worker* w) noexcept;
 };
 
 // Parking and waking (impl/executor/idle.cpp).
@@ -207,6 +246,9 @@ extern thread_local Worker* current_worker;
 [[noreturn]] void die_out_of_memory(const char* where) noexcept;
 
 void run_task(Worker* w, RawTask task) noexcept;
+// karx.net's hook finds a runtime's netpoller through these (netpoll.cpp).
+void register_runtime_for_netpoll(RuntimeCore* core);
+void unregister_runtime_for_netpoll(RuntimeCore* core) noexcept;
 bool push_local(Worker* w, RawTask task) noexcept;       // into runnext; true if a previous one queued
 void push_back_local(Worker* w, RawTask task) noexcept;  // to the back of the local queue
 void core_submit_outside(RuntimeCore* core, Task<> task) noexcept;

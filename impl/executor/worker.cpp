@@ -149,8 +149,12 @@ RawTask steal_from_blocked(Worker* w) noexcept {
 RawTask find_work(Worker* w) noexcept {
   RuntimeCore& core = *w->core;
   ++w->tick;
-  if (w->tick % kInjectorEvery == 0)
+  if (w->tick % kInjectorEvery == 0) {
+    // Sockets get the same turn (tokio's event_interval): a worker that never runs out of
+    // work would otherwise leave them to the monitor's poll every 10 ms (netpoll.cpp).
+    core.netpoll_ready_work();
     if (std::optional<RawTask> t = core.injector.pop()) return *t;
+  }
   if (w->tick % kOldestEvery == kOldestPhase)
     if (std::optional<RawTask> t = w->local.pop()) return *t;
   if (RawTask t = w->take_runnext()) return t;
@@ -337,6 +341,7 @@ bool help_while_blocked(std::atomic<std::uint32_t>& woken) noexcept {
     run_nested(w, task);
     return true;
   }
+  if (w->core->netpoll_ready_work()) return true;  // sockets ready: their tasks are queued here
   // Nothing to run: wait a little for the wake, then look again (work that arrives in the
   // global queue wakes idle workers, not this one). A new poll for the monitor's clock: a
   // worker that waits here keeps its processor, and helps with it.
@@ -394,6 +399,7 @@ void RuntimeCore::worker_main(Worker* w) noexcept {
       RawTask task = find_work(w);
       if (task == nullptr) {
         if (spin_for_work(w)) continue;
+        if (netpoll_ready_work()) continue;  // sockets ready: their tasks are ours now (netpoll.cpp)
         break;
       }
       holds_slot = run_found_task(w, task);
@@ -473,13 +479,24 @@ void guest_idle(Worker* w, const std::atomic<bool>& done) noexcept {
   // waker unparks us.
   join_idle_list(w, w->guest_holds_slot, false);
   w->guest_holds_slot = false;
+  bool netpoll_sleeper = false;
   for (;;) {
     if (w->given_slot.load(std::memory_order_acquire)) break;
     if (done.load(std::memory_order_acquire) || core.shutting_down.load(std::memory_order_acquire)) {
-      if (leave_idle_list(w)) return;
+      if (leave_idle_list(w)) {
+        if (netpoll_sleeper) core.monitor.slot_taken();  // netpoll.cpp, step 6
+        return;
+      }
       break;  // a wakep took us off the list: its slot is ours
     }
-    w->parker.park();
+    // In the netpoller if nobody sleeps there (netpoll.cpp, step 4), else on the futex.
+    if (core.sleep_in_netpoller(w, [w, &done, &core] {
+          return w->given_slot.load(std::memory_order_relaxed) || done.load(std::memory_order_relaxed) ||
+                 core.shutting_down.load(std::memory_order_relaxed);
+        }))
+      netpoll_sleeper = true;
+    else
+      w->parker.park();
   }
   w->guest_holds_slot = true;
   w->searching = true;        // wakep counted us as searching
@@ -497,6 +514,7 @@ void guest_run(Worker* w, const std::atomic<bool>& done) noexcept {
     }
     RawTask task = find_work(w);
     if (task == nullptr) {
+      if (core.netpoll_ready_work()) continue;  // sockets ready: their tasks are ours now
       guest_idle(w, done);
       continue;
     }
@@ -504,7 +522,7 @@ void guest_run(Worker* w, const std::atomic<bool>& done) noexcept {
   }
 }
 
-void guest_wake(Worker* w) noexcept { w->parker.unpark(); }
+void guest_wake(Worker* w) noexcept { w->core->unpark_worker(w); }
 
 void guest_leave(Worker* w) noexcept {
   RuntimeCore& core = *w->core;

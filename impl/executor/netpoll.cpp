@@ -1,0 +1,150 @@
+// The runtime's netpoller: who polls it, who sleeps in it, and how a sleeper is woken. Both
+// halves of the sleep protocol are here; the Poller itself is impl/net/poller.cppm.
+//
+//  1. The first socket opened on a runtime (Runtime::current()) makes its Poller
+//     (acquire_netpoller, through the hook karx.net calls) and nudges the monitor, which may be
+//     parked on its futex: it comes back and, if the runtime is idle, sleeps in the poller.
+//  2. A worker (or guest) holding a slot that finds no work polls without waiting before it
+//     parks (netpoll_ready_work): the tasks it wakes go to its own queue, and it runs them.
+//  3. The monitor, while slots are held, polls without waiting when nobody has for
+//     kNetpollStale (Go's sysmon: 10 ms), so that busy workers do not starve the sockets.
+//  4. An idle thread about to park, a worker or guest without a slot or the monitor when every
+//     slot is free, sleeps in epoll_wait instead of its futex if nobody else does
+//     (sleep_in_netpoller): at most one sleeper. The tasks it wakes go to the injector
+//     (current_worker is cleared meanwhile: it holds no slot) and wakep hands them a slot,
+//     often its own thread's (wakep takes the newest idle worker). So an idle runtime sleeps in
+//     epoll_wait, and an idle process costs nothing.
+//  5. Waking a sleeper: whoever sets a condition the sleeper waits for (wakep's given_slot,
+//     the trim's exit_requested, a guest's done, the monitor's idle_, shutting_down) then calls
+//     netpoll_wake(target): a seq_cst fence, and an eventfd write if the target is the
+//     sleeper. The sleeper claims the role, issues a seq_cst fence, then checks its conditions.
+//     By the two fences (the store-load pattern), either the sleeper sees the condition and
+//     does not wait, or the waker sees the sleeper and interrupts it. The eventfd stays
+//     readable until a blocking poll drains it, so a write before the wait still ends it.
+//     (If the waker read the netpoller as null, its fence precedes the sleeper's in the total
+//     order, by the rule for fences around a read that misses a later store: the sleeper then
+//     sees the condition.)
+//  6. A sleeper that leaves without a slot (a guest whose block_on is done, a worker asked to
+//     exit) nudges the monitor, which takes the role over if the runtime is still idle.
+//  7. Shutdown interrupts whoever sleeps (after shutting_down is set), and at its end, once
+//     every thread is joined, closes the poller: operations still parked on sockets that
+//     outlive the runtime are woken and throw std::system_error (ECANCELED).
+//
+// Timers stay on karx.time's driver thread: a timer that fires wakes its task through the
+// injector and wakep, which interrupts the sleeper if it is the worker given the slot. The
+// sleeper's epoll_wait therefore needs no timer deadline; docs/design.md says what this costs.
+module;
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <new>
+#include <vector>
+module karx.executor;
+import karx.machinery;
+import karx.netpoll;
+import :scheduler;
+
+namespace karx::detail {
+
+namespace {
+constexpr std::chrono::milliseconds kNetpollStale{10};
+
+// The runtimes alive (not shutting down), for karx.net's hook: a socket made on a thread
+// whose Runtime::current() is R registers with R's netpoller. Immortal: a socket may be made
+// during static destruction.
+struct Registry {
+  std::mutex mutex;
+  std::vector<RuntimeCore*> cores;
+};
+Registry& registry() {
+  static Registry* const r = new Registry;
+  return *r;
+}
+
+net::Poller* netpoller_of_runtime(void* runtime) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (RuntimeCore* core : r.cores)
+    if (core->runtime == runtime) return core->acquire_netpoller();
+  return nullptr;  // shutting down (or not a runtime of ours): the caller uses the reactor
+}
+}  // namespace
+
+void register_runtime_for_netpoll(RuntimeCore* core) {
+  net::set_runtime_poller_hook(&netpoller_of_runtime);
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  r.cores.push_back(core);  // may throw bad_alloc: core_create's caller sees it
+}
+
+void unregister_runtime_for_netpoll(RuntimeCore* core) noexcept {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::erase(r.cores, core);
+}
+
+net::Poller* RuntimeCore::acquire_netpoller() {
+  std::lock_guard lock(netpoller_mutex);
+  net::Poller* p = netpoller.load(std::memory_order_relaxed);
+  if (p == nullptr) {
+    p = net::Poller::create();
+    // seq_cst: pairs with the monitor's seq_cst store of idle_ before it looks for a netpoller
+    // (park_while_idle): either it finds this one, or the nudge below finds it idle.
+    netpoller.store(p, std::memory_order_seq_cst);
+    monitor.slot_taken();  // step 1: the nudge
+  }
+  p->acquire();
+  return p;
+}
+
+// The loads of `netpoller` are acquire: they pair with the store that published a new Poller,
+// whose construction they must see.
+bool RuntimeCore::netpoll_ready_work() noexcept {
+  net::Poller* p = netpoller.load(std::memory_order_acquire);
+  if (p == nullptr || p->registered() == 0) return false;
+  return p->poll(std::chrono::milliseconds(0)) > 0;
+}
+
+void RuntimeCore::netpoll_if_stale() noexcept {
+  net::Poller* p = netpoller.load(std::memory_order_acquire);
+  if (p == nullptr || p->registered() == 0) return;
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  if (now - std::chrono::nanoseconds(p->last_poll_ns()) < kNetpollStale) return;
+  p->poll(std::chrono::milliseconds(0));
+}
+
+void RuntimeCore::netpoll_sleep(net::Poller* p) noexcept {
+  Worker* self = current_worker;
+  current_worker = nullptr;  // step 4: what we wake goes to the injector (we hold no slot)
+  p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true);
+  current_worker = self;
+}
+
+void RuntimeCore::netpoll_wake(const void* who) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // step 5, the waker's fence
+  net::Poller* p = netpoller.load(std::memory_order_acquire);
+  if (p != nullptr && p->sleeper() == who) p->interrupt();
+}
+
+void RuntimeCore::netpoll_wake_any() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  net::Poller* p = netpoller.load(std::memory_order_acquire);
+  if (p != nullptr && p->sleeper() != nullptr) p->interrupt();
+}
+
+void RuntimeCore::netpoll_close() noexcept {
+  // Every thread of ours is joined: nobody polls any more. Sockets that outlive the runtime
+  // keep the Poller (their references) until they close.
+  // acq_rel: we see every use of the Poller by the threads we joined (join orders them anyway).
+  net::Poller* p = netpoller.exchange(nullptr, std::memory_order_acq_rel);
+  if (p == nullptr) return;
+  p->close();
+  p->release();
+}
+
+void RuntimeCore::unpark_worker(Worker* w) noexcept {
+  w->parker.unpark();
+  netpoll_wake(w);
+}
+
+}  // namespace karx::detail
