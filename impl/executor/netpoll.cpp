@@ -5,7 +5,8 @@
 //     (acquire_netpoller, through the hook karx.net calls) and nudges the monitor, which may be
 //     parked on its futex: it comes back and, if the runtime is idle, sleeps in the poller.
 //  2. A worker (or guest) holding a slot that finds no work polls without waiting before it
-//     parks (netpoll_ready_work): the tasks it wakes go to its own queue, and it runs them.
+//     parks (netpoll_ready_work), also during its spin: the tasks it wakes go to its own
+//     queue, and it runs them.
 //  3. The monitor, while slots are held, polls without waiting when nobody has for
 //     kNetpollStale (Go's sysmon: 10 ms), so that busy workers do not starve the sockets.
 //  4. An idle thread about to park, a worker or guest without a slot or the monitor when every

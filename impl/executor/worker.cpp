@@ -229,6 +229,7 @@ bool spin_for_work(Worker* w) noexcept {
   if (!w->searching) return false;
   RuntimeCore& core = *w->core;
   const auto until = std::chrono::steady_clock::now() + kSpinFor;
+  unsigned round = 0;
   do {
     for (int i = 0; i < 16; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -237,6 +238,10 @@ bool spin_for_work(Worker* w) noexcept {
     }
     if (core.shutting_down.load(std::memory_order_relaxed)) return false;
     if (core.work_visible()) return true;
+    // A socket's reply often comes within the spin (a request-response peer): poll for it
+    // every few rounds (a syscall each, only while sockets exist), and run it on this
+    // worker instead of parking and being woken through epoll (netpoll.cpp).
+    if (++round % 4 == 0 && core.netpoll_ready_work()) return true;
   } while (std::chrono::steady_clock::now() < until);
   return false;
 }
