@@ -624,9 +624,6 @@ class Net:
         """(reason, detail, what) when a server binary is not there, else None."""
         if executable(path):
             return None
-        if lib == "karx" and not os.path.isdir(os.path.join(ROOT, "modules", "net")):
-            return ("not built: no karx.net in this tree",
-                    f"{rel(path)}: bench/net/CMakeLists.txt builds it once modules/net exists", "karx_echo_server")
         reason, detail = missing_reason(path)
         return reason, detail, {"karx": "karx_echo_server", "asio": "karx_asio_echo_server",
                                 "go": "Go peer"}[lib]
