@@ -183,6 +183,9 @@ Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
         look.acted = true;
       }
     }
+    // A worker waiting inside block_on keeps its processor (Worker::waiting_in_block_on):
+    // checked before the blocked test, which reads the thread's state from /proc.
+    if (w.waiting_in_block_on.load(std::memory_order_relaxed)) continue;
     const Clock::duration ran = now - view.seen_at;
     Revocation kind = Revocation::none;
     if (ran >= kBlockedAfter && poll_thread_blocked(w, now))
@@ -190,8 +193,7 @@ Monitor::Look Monitor::look_at_polls(Clock::time_point now) noexcept {
     else if (ran >= core.options.blocking_threshold &&
              core.busy_revoked.load(std::memory_order_relaxed) < core.busy_handoff_cap)
       kind = Revocation::busy;
-    // A worker waiting inside block_on keeps its processor (Worker::waiting_in_block_on).
-    if (kind == Revocation::none || w.waiting_in_block_on.load(std::memory_order_relaxed)) continue;
+    if (kind == Revocation::none) continue;
     // Counted before the claim, and given back if it fails: a worker that sees the claim
     // takes itself off these counts, after them (try_revoke's release, its settle's acquire).
     core.revoked_workers.fetch_add(1, std::memory_order_relaxed);

@@ -3,7 +3,6 @@
 // tasks whether a worker, a guest or the monitor is the one waiting in epoll; and a busy
 // runtime still serves its sockets (the pre-park poll, and the monitor's stale poll).
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "net/net_support.hpp"
+#include "support/cpu_time.hpp"
 
 import karx.netpoll;
 
@@ -26,13 +26,6 @@ using karx::net::TcpStream;
 using karx::net::UdpSocket;
 using nettest::bytes;
 using nettest::text;
-
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
 
 TEST(NetRuntime, SocketsMadeOnARuntimeUseItsNetpollerNotTheReactor) {
   karx::detail::net::Poller& reactor = karx::detail::net::reactor_poller();
@@ -62,9 +55,9 @@ TEST(NetRuntime, AnIdleRuntimeWaitingOnSocketsBurnsNoCpu) {
     }(listener, accepted))
       .detach();
   std::this_thread::sleep_for(300ms);  // the workers and the monitor settle; one sleeps in epoll
-  const double before = cpu_seconds();
+  const double before = probes::process_cpu_seconds();
   std::this_thread::sleep_for(1s);
-  const double used = cpu_seconds() - before;
+  const double used = probes::process_cpu_seconds() - before;
   EXPECT_LT(used, 0.010) << "an idle runtime with a pending accept used " << used * 1000 << " ms of CPU in 1 s";
   // And it is still awake to the socket.
   const int fd = nettest::raw_connect(listener.local_port());

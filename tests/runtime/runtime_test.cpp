@@ -1,7 +1,6 @@
 // The runtime: spawning and joining, block_on, yield_now, exceptions, metrics, options,
 // spawn_blocking, the global runtime and shutdown.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/cpu_time.hpp"
 #include "support/probes.hpp"
 
 namespace {
@@ -399,20 +399,13 @@ TEST(Runtime, DestructionReachesEveryIdleTaskOfItsOwnAndNoneOfAnother) {
   for (auto& w : event_sources) w->wake();  // wakers that outlived their runtime: no-ops
 }
 
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
 TEST(Runtime, AnIdleRuntimeBurnsNoCpu) {
   karx::Runtime rt(two_processors());
   EXPECT_EQ(rt.block_on(fan_out(&rt, 100)), 328350L);
   std::this_thread::sleep_for(300ms);  // workers and the monitor settle and park
-  const double before = cpu_seconds();
+  const double before = probes::process_cpu_seconds();
   std::this_thread::sleep_for(1s);
-  const double used = cpu_seconds() - before;
+  const double used = probes::process_cpu_seconds() - before;
   EXPECT_LT(used, 0.010) << "an idle runtime used " << used * 1000 << " ms of CPU in one second";
 }
 
