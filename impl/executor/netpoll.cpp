@@ -11,10 +11,12 @@
 //     kNetpollStale (Go's sysmon: 10 ms), so that busy workers do not starve the sockets.
 //  4. An idle thread about to park, a worker or guest without a slot or the monitor when every
 //     slot is free, sleeps in epoll_wait instead of its futex if nobody else does
-//     (sleep_in_netpoller): at most one sleeper. The tasks it wakes go to the injector
-//     (current_worker is cleared meanwhile: it holds no slot) and wakep hands them a slot,
-//     often its own thread's (wakep takes the newest idle worker). So an idle runtime sleeps in
-//     epoll_wait, and an idle process costs nothing.
+//     (sleep_in_netpoller): at most one sleeper. So an idle runtime sleeps in epoll_wait, and
+//     an idle process costs nothing. When sockets are ready, a worker or guest sleeper takes a
+//     free slot before it wakes their tasks (step 4b, take_slot_before_wakes), so they run on
+//     its thread, as a wakep's worker would; the monitor, or a sleeper that finds no free slot,
+//     wakes them into the injector (current_worker is cleared meanwhile) and wakep hands them
+//     a slot.
 //  5. Waking a sleeper: whoever sets a condition the sleeper waits for (wakep's given_slot,
 //     the trim's exit_requested, a guest's done, the monitor's idle_, shutting_down) then calls
 //     netpoll_wake(target): a seq_cst fence, and an eventfd write if the target is the
@@ -114,10 +116,53 @@ void RuntimeCore::netpoll_if_stale() noexcept {
   p->poll(std::chrono::milliseconds(0));
 }
 
+namespace {
+struct Sleeper {
+  RuntimeCore* core;
+  Worker* self;
+};
+// Step 4b, Go's findrunnable after its blocking netpoll: a worker (or guest) that slept in the
+// netpoller and finds sockets ready takes a free processor before it wakes their tasks, so that
+// they go to its own runnext and queue and run on this thread (park_idle and guest_idle then
+// see given_slot, as after a wakep). Without it they went to the
+// injector and wakep gave the processor to the newest idle worker, often another thread parked
+// on its futex: a futex wake and a thread switch per request on a quiet connection.
+void take_slot_before_wakes(void* context) noexcept {
+  auto* s = static_cast<Sleeper*>(context);
+  if (s->core->take_slot_after_netpoll(s->self)) current_worker = s->self;
+}
+}  // namespace
+
+bool RuntimeCore::take_slot_after_netpoll(Worker* w) noexcept {
+  // A wakep handed us a slot already (set under the idle lock before its unpark).
+  if (w->given_slot.load(std::memory_order_acquire)) return true;
+  if (shutting_down.load(std::memory_order_relaxed) || !slots.take()) return false;
+  bool ours = false;
+  {
+    const IdleList::Lock lock = idle.lock();
+    ours = idle.take(w, lock);
+    // relaxed: read by this thread only (park_idle), as after a wakep's hand-over.
+    if (ours) w->given_slot.store(true, std::memory_order_relaxed);
+  }
+  if (!ours) {
+    // Off the list already: a wakep (its slot is ours; it set given_slot under the lock), the
+    // monitor's trim, or shutdown. Ours goes back either way.
+    slots.give_back();
+    return w->given_slot.load(std::memory_order_acquire);
+  }
+  slots.count_woken_searcher();  // as a wakep's worker, this one starts searching (worker_main)
+  return true;
+}
+
 void RuntimeCore::netpoll_sleep(net::Poller* p) noexcept {
   Worker* self = current_worker;
-  current_worker = nullptr;  // step 4: what we wake goes to the injector (we hold no slot)
-  p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true);
+  current_worker = nullptr;  // step 4: what we wake goes to the injector (we hold no slot)...
+  if (self != nullptr && self->core == this) {
+    Sleeper sleeper{this, self};  // ...unless we take a slot first (step 4b)
+    p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true, &take_slot_before_wakes, &sleeper);
+  } else {
+    p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true);
+  }
   current_worker = self;
 }
 

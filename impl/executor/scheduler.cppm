@@ -217,6 +217,8 @@ class RuntimeCore {
     return true;
   }
   void netpoll_sleep(net::Poller* p) noexcept;
+  // The sleeper worker `w` takes a free slot (or finds one handed over); true if it holds one.
+  bool take_slot_after_netpoll(Worker* w) noexcept;
   // After setting a wake condition of `who`: interrupts the netpoller if `who` sleeps in it.
   void netpoll_wake(const void* who) noexcept;
   void netpoll_wake_any() noexcept;  // whoever sleeps in it (shutdown)

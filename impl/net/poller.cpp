@@ -115,6 +115,11 @@ void Poller::remove(IoRegistration* reg) noexcept {
 }
 
 std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper) noexcept {
+  return poll(timeout, as_sleeper, nullptr, nullptr);
+}
+
+std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper, BeforeWakes before_wakes,
+                         void* context) noexcept {
   epoll_event events[kBatch];
   const int ms = timeout.count() < 0 ? -1 : timeout.count() > 1'000'000'000 ? 1'000'000'000 : int(timeout.count());
   const int n = ::epoll_wait(epfd_, events, kBatch, ms);
@@ -133,7 +138,7 @@ std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper) noe
       }
       continue;
     }
-    ++handled;
+    if (handled++ == 0 && before_wakes != nullptr) before_wakes(context);
     // The node is valid even if its socket was just closed (never freed while we live).
     const std::uint32_t e = events[i].events;
     if ((e & kReadEvents) != 0) reg->read.notify();

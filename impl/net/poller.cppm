@@ -75,6 +75,12 @@ class Poller {
   // sleeper passes `as_sleeper`: it stops being the sleeper as soon as epoll_wait returns,
   // before it wakes anything, so that the wakes it causes do not interrupt it for nothing.
   std::size_t poll(std::chrono::milliseconds timeout, bool as_sleeper = false) noexcept;
+  // The same, calling `before_wakes(context)` once when sockets are ready, before it wakes
+  // their operations: the runtime's sleeper takes a processor there, so that what it wakes
+  // runs on its own thread (netpoll.cpp).
+  using BeforeWakes = void (*)(void* context) noexcept;
+  std::size_t poll(std::chrono::milliseconds timeout, bool as_sleeper, BeforeWakes before_wakes,
+                   void* context) noexcept;
   // Makes the sleeper's poll (or the next blocking poll) return.
   void interrupt() noexcept;
 
