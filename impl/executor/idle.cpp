@@ -6,6 +6,7 @@
 module;
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <new>
 module karx.executor;
@@ -128,19 +129,28 @@ bool leave_idle_list(Worker* w) noexcept {
 }
 
 // Parks without a slot until wakep hands one over, the idle timeout passes, or shutdown. If
-// the runtime has a netpoller and nobody sleeps in it, parks there instead, with no timeout
-// (netpoll.cpp, step 4): the runtime keeps that one thread while it has sockets.
+// the runtime has a netpoller and nobody sleeps in it, parks there instead (netpoll.cpp, step
+// 4), for the same idle timeout counted from here: its wait also ends for the timers it fires
+// and for sockets that find no free slot, and it sleeps again.
 Idle park_idle(Worker* w, bool holds_slot) noexcept {
+  using Clock = std::chrono::steady_clock;
   RuntimeCore& core = *w->core;
   if (!join_idle_list(w, holds_slot, true)) return Idle::exit;
+  const std::chrono::nanoseconds timeout = core.options.idle_thread_timeout;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point give_up_at =
+      timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + timeout;
   bool netpoll_sleeper = false;
   for (;;) {
-    const bool in_netpoller = core.sleep_in_netpoller(w, [w, &core] {
-      return w->given_slot.load(std::memory_order_relaxed) || w->exit_requested.load(std::memory_order_relaxed) ||
-             core.shutting_down.load(std::memory_order_relaxed);
-    });
+    const bool in_netpoller = core.sleep_in_netpoller(
+        w,
+        [w, &core] {
+          return w->given_slot.load(std::memory_order_relaxed) || w->exit_requested.load(std::memory_order_relaxed) ||
+                 core.shutting_down.load(std::memory_order_relaxed);
+        },
+        give_up_at);
     netpoll_sleeper = netpoll_sleeper || in_netpoller;
-    const bool unparked = in_netpoller || w->parker.park_for(core.options.idle_thread_timeout);
+    const bool unparked = in_netpoller ? Clock::now() < give_up_at : w->parker.park_for(timeout);
     if (w->exit_requested.load(std::memory_order_acquire)) {
       // The monitor took us off the idle list to make room under the thread cap.
       w->exit_requested.store(false, std::memory_order_relaxed);
@@ -154,7 +164,10 @@ Idle park_idle(Worker* w, bool holds_slot) noexcept {
     }
     if (w->given_slot.load(std::memory_order_acquire)) return Idle::got_slot;
     // Idle too long: leave, unless a wakep picked us meanwhile (then a slot is coming).
-    if (!unparked && leave_idle_list(w)) return Idle::exit;
+    if (!unparked && leave_idle_list(w)) {
+      if (netpoll_sleeper) core.monitor.slot_taken();  // netpoll.cpp, step 6
+      return Idle::exit;
+    }
   }
 }
 

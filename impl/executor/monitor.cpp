@@ -227,11 +227,16 @@ bool Monitor::park_while_idle() noexcept {
   if (core.slots.all_free_seq_cst() && !core.budget.retry_pending() &&
       !core.shutting_down.load(std::memory_order_acquire)) {
     // With sockets, the idle runtime sleeps in the netpoller, here if no idle worker does
-    // (netpoll.cpp, step 4); slot_taken's netpoll_wake interrupts it.
-    const bool in_netpoller = core.sleep_in_netpoller(this, [this, &core] {
+    // (netpoll.cpp, step 4); slot_taken's netpoll_wake interrupts it. A wait that ends with
+    // the runtime still idle (a timer deadline registered meanwhile: step 4c) sleeps again at
+    // once: back in its loop, the monitor would take its whole back-off (about 20 ms) before
+    // it parked again, and leave the timers to the driver meanwhile.
+    const auto woken = [this, &core] {
       return !idle_.load(std::memory_order_relaxed) || core.budget.retry_pending() ||
              core.shutting_down.load(std::memory_order_relaxed);
-    });
+    };
+    bool in_netpoller = core.sleep_in_netpoller(this, woken);
+    while (in_netpoller && !woken()) in_netpoller = core.sleep_in_netpoller(this, woken);
     if (!in_netpoller) parker_.park();
   }
   idle_.store(false, std::memory_order_relaxed);

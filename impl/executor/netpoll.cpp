@@ -16,7 +16,15 @@
 //     free slot before it wakes their tasks (step 4b, take_slot_before_wakes), so they run on
 //     its thread, as a wakep's worker would; the monitor, or a sleeper that finds no free slot,
 //     wakes them into the injector (current_worker is cleared meanwhile) and wakep hands them
-//     a slot.
+//     a slot. A worker sleeper leaves after idle_thread_timeout, as a worker on its futex does,
+//     and nudges the monitor, which takes the role over (step 6).
+// 4c. The sleeper stands in for karx.time's driver (TimerStandIn, timer_driver.cpp): it waits
+//     no later than the earliest timer deadline (epoll_pwait2, to the microsecond), then fires
+//     what is due, taking a free slot first as in 4b, so a timer that fires into an idle
+//     runtime wakes its task on this thread. A timer registered meanwhile with an earlier
+//     deadline interrupts the wait (the eventfd). Timers and sockets share this one wait; the
+//     driver thread is the backstop for a deadline the sleeper left before (netpoll.cpp does
+//     not run timers on busy workers: the driver fires those, at most 1 ms late).
 //  5. Waking a sleeper: whoever sets a condition the sleeper waits for (wakep's given_slot,
 //     the trim's exit_requested, a guest's done, the monitor's idle_, shutting_down) then calls
 //     netpoll_wake(target): a seq_cst fence, and an eventfd write if the target is the
@@ -28,14 +36,11 @@
 //     order, by the rule for fences around a read that misses a later store: the sleeper then
 //     sees the condition.)
 //  6. A sleeper that leaves without a slot (a guest whose block_on is done, a worker asked to
-//     exit) nudges the monitor, which takes the role over if the runtime is still idle.
+//     exit or idle for idle_thread_timeout) nudges the monitor, which takes the role over if the runtime is still idle.
 //  7. Shutdown interrupts whoever sleeps (after shutting_down is set), and at its end, once
 //     every thread is joined, closes the poller: operations still parked on sockets that
 //     outlive the runtime are woken and throw std::system_error (ECANCELED).
 //
-// Timers stay on karx.time's driver thread: a timer that fires wakes its task through the
-// injector and wakep, which interrupts the sleeper if it is the worker given the slot. The
-// sleeper's epoll_wait therefore needs no timer deadline; docs/design.md says what this costs.
 module;
 #include <atomic>
 #include <chrono>
@@ -45,6 +50,7 @@ module;
 module karx.executor;
 import karx.machinery;
 import karx.netpoll;
+import karx.time;
 import :scheduler;
 
 namespace karx::detail {
@@ -124,13 +130,17 @@ struct Sleeper {
 // Step 4b, Go's findrunnable after its blocking netpoll: a worker (or guest) that slept in the
 // netpoller and finds sockets ready takes a free processor before it wakes their tasks, so that
 // they go to its own runnext and queue and run on this thread (park_idle and guest_idle then
-// see given_slot, as after a wakep). Without it they went to the
-// injector and wakep gave the processor to the newest idle worker, often another thread parked
-// on its futex: a futex wake and a thread switch per request on a quiet connection.
+// see given_slot, as after a wakep). Without it they went to the injector and wakep gave the
+// processor to the newest idle worker, often another thread parked on its futex: a futex wake
+// and a thread switch per request on a quiet connection.
 void take_slot_before_wakes(void* context) noexcept {
   auto* s = static_cast<Sleeper*>(context);
   if (s->core->take_slot_after_netpoll(s->self)) current_worker = s->self;
 }
+
+// The stand-in's interrupt (step 4c): the timer driver calls it, under its lock, while the
+// sleeper is registered, hence awake or in this poller's wait.
+void interrupt_poller(void* poller) noexcept { static_cast<net::Poller*>(poller)->interrupt(); }
 }  // namespace
 
 bool RuntimeCore::take_slot_after_netpoll(Worker* w) noexcept {
@@ -154,15 +164,27 @@ bool RuntimeCore::take_slot_after_netpoll(Worker* w) noexcept {
   return true;
 }
 
-void RuntimeCore::netpoll_sleep(net::Poller* p) noexcept {
+void RuntimeCore::netpoll_sleep(net::Poller* p, std::chrono::steady_clock::time_point give_up_at) noexcept {
+  using Clock = std::chrono::steady_clock;
   Worker* self = current_worker;
   current_worker = nullptr;  // step 4: what we wake goes to the injector (we hold no slot)...
-  if (self != nullptr && self->core == this) {
-    Sleeper sleeper{this, self};  // ...unless we take a slot first (step 4b)
-    p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true, &take_slot_before_wakes, &sleeper);
-  } else {
-    p->poll(std::chrono::milliseconds(-1), /*as_sleeper=*/true);
-  }
+  Sleeper sleeper{this, self};
+  // ...unless we take a slot first (step 4b): a worker or guest of ours can.
+  const net::Poller::BeforeWakes before_wakes =
+      self != nullptr && self->core == this ? &take_slot_before_wakes : nullptr;
+  // Step 4c. The stand-in lives on this stack; the driver touches it only between begin and end.
+  TimerStandIn stand_in{&interrupt_poller, p};
+  const Clock::time_point timer_at = timer_stand_in_begin(stand_in);
+  const Clock::time_point until = std::min(timer_at, give_up_at);
+  const Clock::time_point now = until == Clock::time_point::max() ? Clock::time_point() : Clock::now();
+  const std::chrono::nanoseconds timeout = until == Clock::time_point::max() ? std::chrono::nanoseconds(-1)
+                                           : until <= now                    ? std::chrono::nanoseconds(0)
+                                                                             : std::chrono::nanoseconds(until - now);
+  p->poll(timeout, /*as_sleeper=*/true, before_wakes, &sleeper);
+  timer_stand_in_end(stand_in);
+  // `until` is ours again after end (it may have been lowered during the wait).
+  if (stand_in.until != Clock::time_point::max() && stand_in.until <= Clock::now())
+    timer_fire_due(before_wakes, &sleeper);
   current_worker = self;
 }
 

@@ -202,9 +202,13 @@ class RuntimeCore {
   // An idle thread (`who`: a worker, a guest or the monitor) sleeps in the netpoller instead
   // of on its futex if the netpoller exists and nobody else sleeps in it; `woken()` are the
   // conditions its wakers set before calling netpoll_wake(who). True if it took the role
-  // (and has slept or found itself woken); false: park as usual.
+  // (and has slept or found itself woken); false: park as usual. `give_up_at`: the sleep
+  // ends then at the latest (a worker's idle timeout). While it sleeps it stands in for the
+  // timer driver (netpoll.cpp, step 4c).
   template <class Woken>
-  bool sleep_in_netpoller(const void* who, Woken woken) noexcept {
+  bool sleep_in_netpoller(
+      const void* who, Woken woken,
+      std::chrono::steady_clock::time_point give_up_at = std::chrono::steady_clock::time_point::max()) noexcept {
     net::Poller* p = netpoller.load(std::memory_order_acquire);
     if (p == nullptr || !p->become_sleeper(who)) return false;
     // Pairs with netpoll_wake's fence: either we see the waker's condition here, or it sees
@@ -213,10 +217,10 @@ class RuntimeCore {
     if (woken())
       p->stop_sleeping();
     else
-      netpoll_sleep(p);
+      netpoll_sleep(p, give_up_at);
     return true;
   }
-  void netpoll_sleep(net::Poller* p) noexcept;
+  void netpoll_sleep(net::Poller* p, std::chrono::steady_clock::time_point give_up_at) noexcept;
   // The sleeper worker `w` takes a free slot (or finds one handed over); true if it holds one.
   bool take_slot_after_netpoll(Worker* w) noexcept;
   // After setting a wake condition of `who`: interrupts the netpoller if `who` sleeps in it.

@@ -9,6 +9,7 @@ module;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <mutex>
 #include <new>
 #include <system_error>
@@ -114,15 +115,33 @@ void Poller::remove(IoRegistration* reg) noexcept {
   release();
 }
 
-std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper) noexcept {
+std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper) noexcept {
   return poll(timeout, as_sleeper, nullptr, nullptr);
 }
 
-std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper, BeforeWakes before_wakes,
+namespace {
+// epoll_wait for `timeout` (negative: forever). A positive timeout takes epoll_pwait2's
+// nanoseconds, so that a timer deadline (the runtime's stand-in, netpoll.cpp) is kept to the
+// microsecond; on a kernel without it (before 5.11), milliseconds rounded up.
+int wait_for_events(int epfd, epoll_event* events, int max, std::chrono::nanoseconds timeout) noexcept {
+  if (timeout.count() <= 0) return ::epoll_wait(epfd, events, max, timeout.count() < 0 ? -1 : 0);
+  static std::atomic<bool> no_pwait2{false};  // relaxed: a cache of ENOSYS, any value is correct
+  if (!no_pwait2.load(std::memory_order_relaxed)) {
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(timeout);
+    const timespec ts{static_cast<time_t>(s.count()), static_cast<long>((timeout - s).count())};
+    const int n = ::epoll_pwait2(epfd, events, max, &ts, nullptr);
+    if (n >= 0 || errno != ENOSYS) return n;
+    no_pwait2.store(true, std::memory_order_relaxed);
+  }
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+  return ::epoll_wait(epfd, events, max, ms > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(ms));
+}
+}  // namespace
+
+std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper, BeforeWakes before_wakes,
                          void* context) noexcept {
   epoll_event events[kBatch];
-  const int ms = timeout.count() < 0 ? -1 : timeout.count() > 1'000'000'000 ? 1'000'000'000 : int(timeout.count());
-  const int n = ::epoll_wait(epfd_, events, kBatch, ms);
+  const int n = wait_for_events(epfd_, events, kBatch, timeout);
   if (as_sleeper) stop_sleeping();
   last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
   if (n <= 0) return 0;  // timeout, or EINTR: the caller looks again
@@ -132,7 +151,7 @@ std::size_t Poller::poll(std::chrono::milliseconds timeout, bool as_sleeper, Bef
     if (reg == nullptr) {
       // The eventfd: only a blocking poll drains it, so that the wake stays visible to the
       // sleeper when a non-blocking poller sees it first.
-      if (ms != 0) {
+      if (timeout.count() != 0) {
         std::uint64_t count = 0;
         (void)!::read(evfd_, &count, sizeof count);
       }

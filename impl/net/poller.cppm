@@ -70,17 +70,17 @@ class Poller {
   // recycles the registration; gives its reference back.
   void remove(IoRegistration* reg) noexcept;
 
-  // Waits up to `timeout` (negative: forever; zero: just look) and wakes what is ready.
+  // Waits up to `timeout` (negative: forever; zero: just look; nanosecond resolution) and wakes
+  // what is ready.
   // Returns the number of socket events handled. EINTR counts as a return with none. The
   // sleeper passes `as_sleeper`: it stops being the sleeper as soon as epoll_wait returns,
   // before it wakes anything, so that the wakes it causes do not interrupt it for nothing.
-  std::size_t poll(std::chrono::milliseconds timeout, bool as_sleeper = false) noexcept;
+  std::size_t poll(std::chrono::nanoseconds timeout, bool as_sleeper = false) noexcept;
   // The same, calling `before_wakes(context)` once when sockets are ready, before it wakes
   // their operations: the runtime's sleeper takes a processor there, so that what it wakes
   // runs on its own thread (netpoll.cpp).
   using BeforeWakes = void (*)(void* context) noexcept;
-  std::size_t poll(std::chrono::milliseconds timeout, bool as_sleeper, BeforeWakes before_wakes,
-                   void* context) noexcept;
+  std::size_t poll(std::chrono::nanoseconds timeout, bool as_sleeper, BeforeWakes before_wakes, void* context) noexcept;
   // Makes the sleeper's poll (or the next blocking poll) return.
   void interrupt() noexcept;
 

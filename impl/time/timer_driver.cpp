@@ -14,6 +14,21 @@
 // wakes them with the lock released, so a wake may register or destroy sleeps (even the one
 // being fired) without deadlock.
 //
+// The stand-in (TimerStandIn in karx.time.cppm): a runtime's thread about to sleep in its
+// netpoller (impl/executor/netpoll.cpp) waits no later than the earliest deadline and fires
+// what is due itself, so that timers and sockets share its one wait and a timer firing into an
+// idle runtime wakes its task on that thread. Both halves, under the driver's lock:
+//  - begin: with no stand-in yet, the caller becomes it, `until` = the earliest deadline (max
+//    if none: a deadline registered during its wait interrupts it, see arm). A
+//    driver thread that waits for a deadline no later than that is notified: it then waits
+//    kBackstop longer than a covered deadline, by which time the stand-in has fired it.
+//  - arm: a deadline earlier than the stand-in's `until` lowers it and interrupts the stand-in
+//    (under the lock, so the stand-in, on its thread's stack, cannot end meanwhile).
+//  - end: no stand-in. The driver is not told: a deadline that the stand-in left before (its
+//    sockets woke it, and its thread went to run tasks) fires on the driver at most kBackstop
+//    late, unless a stand-in (usually the same thread, back to sleep) fires it first.
+// Either side may fire an entry; each pops it under the lock, so it fires once.
+//
 // Ownership: a Sleep allocates its entry on its first pending poll and frees it itself. While
 // an entry is in the heap (`armed`) the driver may touch it, and only under the lock; the driver
 // never touches an entry after clearing `armed`. So the owner frees an unarmed entry without
@@ -31,6 +46,7 @@ module;
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
@@ -117,6 +133,10 @@ class TimerDriver {
           wake_at_ = entry.deadline;
           notify = true;
         }
+        if (stand_in_ != nullptr && entry.deadline < stand_in_->until) {
+          stand_in_->until = entry.deadline;
+          stand_in_->interrupt(stand_in_->context);  // begins again, with this deadline
+        }
       }
       std::swap(entry.waker, clone);  // `clone` now holds the replaced waker, if any
     }
@@ -140,6 +160,56 @@ class TimerDriver {
   std::size_t pending() noexcept {
     std::lock_guard lock(mu_);
     return heap_.size();
+  }
+
+  // --- The stand-in's half (see the top of the file) -------------------------------------------
+  clock::time_point stand_in_begin(TimerStandIn& s) noexcept {
+    bool notify = false;
+    clock::time_point until;  // s.until may be lowered by an arm as soon as we unlock
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || stand_in_ != nullptr) return clock::time_point::max();
+      // Even with nothing pending: a deadline registered during the wait interrupts it (arm).
+      stand_in_ = &s;
+      s.until = heap_.empty() ? clock::time_point::max() : heap_.front()->deadline;
+      // The driver would wake for this deadline too (min: it is awake and will look again).
+      if (!heap_.empty() && started_ && wake_at_ != clock::time_point::min() && wake_at_ <= s.until) {
+        wake_at_ = clock::time_point::min();  // one notify: it looks again before waiting
+        notify = true;
+      }
+      until = s.until;
+    }
+    if (notify) cv_.notify_one();
+    return until;
+  }
+
+  void stand_in_end(TimerStandIn& s) noexcept {
+    std::lock_guard lock(mu_);
+    if (stand_in_ == &s) stand_in_ = nullptr;
+  }
+
+  std::size_t fire_due(void (*before_wakes)(void*) noexcept, void* context) noexcept {
+    std::size_t fired = 0;
+    for (;;) {
+      std::optional<Waker> due[32];  // on the stack: firing allocates nothing
+      std::size_t n = 0;
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return fired;
+        const clock::time_point now = clock::now();
+        while (n < std::size(due) && !heap_.empty() && heap_.front()->deadline <= now) {
+          TimerEntry* entry = heap_.front();
+          remove(entry);
+          due[n++].emplace(std::move(entry->waker));
+          entry->armed.store(false, std::memory_order_release);  // last access to the entry
+        }
+      }
+      if (n == 0) return fired;
+      if (fired == 0 && before_wakes != nullptr) before_wakes(context);
+      for (std::size_t i = 0; i < n; ++i) wake(*due[i]);
+      fired += n;
+      if (n < std::size(due)) return fired;
+    }  // the wakers are dropped with `due`, outside the lock
   }
 
  private:
@@ -173,8 +243,12 @@ class TimerDriver {
           wake_at_ = clock::time_point::max();
           cv_.wait(lock);
         } else {
+          // A stand-in that will wake by this deadline fires it: wait kBackstop longer, in
+          // case it leaves its wait first and does not come back in time.
           const clock::time_point front = heap_.front()->deadline;
-          wake_at_ = front - now > kMaxWait ? now + kMaxWait : front;
+          const bool covered = stand_in_ != nullptr && stand_in_->until <= front;
+          const clock::duration wait = front - now + (covered ? kBackstop : clock::duration::zero());
+          wake_at_ = wait > kMaxWait ? now + kMaxWait : now + wait;
           cv_.wait_until(lock, wake_at_);
         }
         wake_at_ = clock::time_point::min();  // awake: it will look at the heap before waiting
@@ -249,7 +323,8 @@ class TimerDriver {
   static void after_fork_in_parent() noexcept { get().mu_.unlock(); }
   static void after_fork_in_child() noexcept {
     TimerDriver& d = get();
-    d.started_ = false;  // the parent's thread is not here: forget it (no pthread call)
+    d.started_ = false;     // the parent's thread is not here: forget it (no pthread call)
+    d.stand_in_ = nullptr;  // nor is the parent's stand-in
     d.wake_at_ = clock::time_point::min();
     d.mu_.unlock();
   }
@@ -304,6 +379,8 @@ class TimerDriver {
 
   static constexpr std::size_t kBatch = 256;  // wakers fired per lock hold
   static constexpr std::chrono::hours kMaxWait{24};
+  // How much later than a deadline covered by a stand-in the driver wakes for it (see the top).
+  static constexpr std::chrono::milliseconds kBackstop{1};
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -312,6 +389,7 @@ class TimerDriver {
   // The time the thread will wake up by itself: max while it waits with no timeout, min while
   // it is awake (it will look at the heap before it waits again, so nobody needs to notify it).
   clock::time_point wake_at_ = clock::time_point::min();
+  TimerStandIn* stand_in_ = nullptr;
   bool stopping_ = false;
   bool started_ = false;  // thread_ runs (and is to be joined)
   pthread_t thread_{};
@@ -324,6 +402,13 @@ class TimerDriver {
 
 namespace karx::detail {
 std::size_t timer_pending_count() noexcept { return timers::TimerDriver::get().pending(); }
+std::chrono::steady_clock::time_point timer_stand_in_begin(TimerStandIn& stand_in) noexcept {
+  return timers::TimerDriver::get().stand_in_begin(stand_in);
+}
+void timer_stand_in_end(TimerStandIn& stand_in) noexcept { timers::TimerDriver::get().stand_in_end(stand_in); }
+std::size_t timer_fire_due(void (*before_wakes)(void*) noexcept, void* context) noexcept {
+  return timers::TimerDriver::get().fire_due(before_wakes, context);
+}
 }  // namespace karx::detail
 
 namespace karx {

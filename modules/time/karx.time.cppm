@@ -5,6 +5,8 @@
 // The driver (impl/time/timer_driver.cpp) is one thread with a min-heap of entries under a
 // mutex; it starts on the first registration, so timers work from any context: a plain thread
 // that polls with a waker_fn waker, or any executor. See the comments there for the protocol.
+// A runtime's thread that sleeps in its netpoller stands in for the driver meanwhile (the
+// TimerStandIn below): timers and sockets then share that one wait.
 module;
 #include <chrono>
 #include <cstddef>
@@ -107,4 +109,26 @@ export namespace karx::detail {
 // The number of entries registered with the timer driver and not yet fired nor removed
 // (process-wide). For tests: a destroyed pending Sleep must bring it back down at once.
 std::size_t timer_pending_count() noexcept;
+
+// A thread about to block in a wait of its own (a runtime's netpoll sleeper, in epoll_wait) may
+// stand in for the timer driver: it waits no later than the earliest deadline, then fires what
+// is due (timer_fire_due), so that a timer firing into an idle runtime wakes its task on that
+// thread, with no hop through the driver's. One stand-in at a time; the protocol is in
+// timer_driver.cpp. `interrupt(context)` must make the wait return early (an eventfd write);
+// the driver calls it, under its lock, when an earlier deadline is registered meanwhile.
+struct TimerStandIn {
+  void (*interrupt)(void* context) noexcept = nullptr;
+  void* context = nullptr;
+  // The earliest deadline it was told of; max if none or not the stand-in. Written under the
+  // driver's lock between begin and end; the stand-in's own thread may read it after end.
+  std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
+};
+// Becomes the stand-in, unless another thread is; returns `until`, the time to wait until.
+std::chrono::steady_clock::time_point timer_stand_in_begin(TimerStandIn& stand_in) noexcept;
+// The wait is over (whether or not begin made this the stand-in); if `until` has passed, the
+// caller fires what is due.
+void timer_stand_in_end(TimerStandIn& stand_in) noexcept;
+// Fires the timers due now on the calling thread, calling `before_wakes(context)` first if
+// any is; the number fired.
+std::size_t timer_fire_due(void (*before_wakes)(void* context) noexcept, void* context) noexcept;
 }  // namespace karx::detail
