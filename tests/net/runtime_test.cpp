@@ -27,6 +27,19 @@ using karx::net::UdpSocket;
 using nettest::bytes;
 using nettest::text;
 
+// The bound for an idle runtime: under 1 ms of CPU per second (measured: 0 to 0.04 ms).
+// A sanitizer's runtime has background threads of its own, which the process total includes.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KARX_NET_TEST_SANITIZED 1
+#endif
+#endif
+#if KARX_NET_TEST_SANITIZED
+constexpr double kIdleCpuBound = 0.010;
+#else
+constexpr double kIdleCpuBound = 0.001;
+#endif
+
 TEST(NetRuntime, SocketsMadeOnARuntimeUseItsNetpollerNotTheReactor) {
   karx::detail::net::Poller& reactor = karx::detail::net::reactor_poller();
   const std::size_t on_reactor = reactor.registered();
@@ -58,7 +71,7 @@ TEST(NetRuntime, AnIdleRuntimeWaitingOnSocketsBurnsNoCpu) {
   const double before = probes::process_cpu_seconds();
   std::this_thread::sleep_for(1s);
   const double used = probes::process_cpu_seconds() - before;
-  EXPECT_LT(used, 0.010) << "an idle runtime with a pending accept used " << used * 1000 << " ms of CPU in 1 s";
+  EXPECT_LT(used, kIdleCpuBound) << "an idle runtime with a pending accept used " << used * 1000 << " ms of CPU in 1 s";
   // And it is still awake to the socket.
   const int fd = nettest::raw_connect(listener.local_port());
   ASSERT_GE(fd, 0);
