@@ -13,10 +13,10 @@
 //     slot is free, sleeps in epoll_wait instead of its futex if nobody else does
 //     (sleep_in_netpoller): at most one sleeper. So an idle runtime sleeps in epoll_wait, and
 //     an idle process costs nothing. When sockets are ready, a worker or guest sleeper takes a
-//     free slot before it wakes their tasks (step 4b, take_slot_before_wakes), so they run on
-//     its thread, as a wakep's worker would; the monitor, or a sleeper that finds no free slot,
-//     wakes them into the injector (current_worker is cleared meanwhile) and wakep hands them
-//     a slot. A worker sleeper leaves after idle_thread_timeout, as a worker on its futex does,
+//     free slot before it wakes the first of their tasks (step 4b, take_slot_before_wakes; an
+//     event that wakes nobody takes nothing), so they run on its thread, as a wakep's worker
+//     would; the monitor, or a sleeper that finds no free slot, wakes them into the injector
+//     (current_worker is cleared meanwhile) and wakep hands them a slot. A worker sleeper leaves after idle_thread_timeout, as a worker on its futex does,
 //     and nudges the monitor, which takes the role over (step 6).
 // 4c. The sleeper stands in for karx.time's driver (TimerStandIn, timer_driver.cpp): it waits
 //     no later than the earliest timer deadline (epoll_pwait2, to the microsecond), then fires

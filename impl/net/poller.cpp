@@ -15,6 +15,7 @@ module;
 #include <system_error>
 #include <vector>
 module karx.netpoll;
+import karx.waker;
 
 namespace karx::detail::net {
 
@@ -145,7 +146,17 @@ std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper, Befo
   if (as_sleeper) stop_sleeping();
   last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
   if (n <= 0) return 0;  // timeout, or EINTR: the caller looks again
-  std::size_t handled = 0;
+  // An event for a direction nobody waits on (its task is running, and will find the data
+  // itself) only bumps the ticks: most events of a busy socket are such. So before_wakes runs
+  // only before the first wake: a sleeper that takes a processor for nothing would spin with
+  // it, then park again.
+  std::size_t woken = 0;
+  auto deliver = [&](Readiness& r) {
+    Waker w = r.take_on_event();
+    if (!Readiness::holds_waker(w)) return;
+    if (woken++ == 0 && before_wakes != nullptr) before_wakes(context);
+    Readiness::wake_reporting(std::move(w));
+  };
   for (int i = 0; i < n; ++i) {
     auto* reg = static_cast<IoRegistration*>(events[i].data.ptr);
     if (reg == nullptr) {
@@ -157,13 +168,12 @@ std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper, Befo
       }
       continue;
     }
-    if (handled++ == 0 && before_wakes != nullptr) before_wakes(context);
     // The node is valid even if its socket was just closed (never freed while we live).
     const std::uint32_t e = events[i].events;
-    if ((e & kReadEvents) != 0) reg->read.notify();
-    if ((e & kWriteEvents) != 0) reg->write.notify();
+    if ((e & kReadEvents) != 0) deliver(reg->read);
+    if ((e & kWriteEvents) != 0) deliver(reg->write);
   }
-  return handled;
+  return woken;
 }
 
 void Poller::interrupt() noexcept {

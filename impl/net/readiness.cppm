@@ -75,18 +75,30 @@ class Readiness {
 
   // The poller saw an event for this direction: count it, then wake whoever is parked.
   void notify() noexcept {
+    Waker woken = take_on_event();
+    if (holds_waker(woken)) wake_reporting(std::move(woken));
+  }
+
+  // notify in two steps, for a poller that acts between them (the runtime's sleeper takes a
+  // processor only when a task is to be woken): counts the event and takes the parked waker,
+  // if any (else an empty one: holds_waker is false); the caller wakes it (wake_reporting).
+  Waker take_on_event() noexcept {
     // release: see ticks(). The lock below, not this ordering, is what makes park's check
     // see the increment (the protocol above).
     ticks_.fetch_add(1, std::memory_order_release);
     Waker woken = empty();
     {
       std::lock_guard lock(mutex_);
-      if (owner_ == nullptr) return;
+      if (owner_ == nullptr) return woken;
       owner_ = nullptr;
       std::swap(waker_, woken);
     }
-    // A waker that throws must not take the poller (and every other socket) down with it: as
-    // the timer driver does, report it and go on.
+    return woken;
+  }
+  static bool holds_waker(const Waker& w) noexcept { return w.as_raw().vtable != nullptr; }
+  // A waker that throws must not take the poller (and every other socket) down with it: as
+  // the timer driver does, report it and go on.
+  static void wake_reporting(Waker&& woken) noexcept {
     try {
       std::move(woken).wake_and_release();
     } catch (const std::exception& e) {
