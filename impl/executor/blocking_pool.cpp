@@ -1,5 +1,7 @@
 // The blocking pool (impl/executor/blocking_pool.cppm).
 module;
+#include <pthread.h>
+
 #include <deque>
 #include <mutex>
 #include <new>
@@ -92,6 +94,7 @@ void BlockingPool::release_idle_thread() noexcept {
 }
 
 void BlockingPool::thread_main() noexcept {
+  pthread_setname_np(pthread_self(), "karx-blocking");
   current_runtime = core_.runtime;  // until the thread leaves the pool, which ~Runtime waits for
   std::unique_lock lock(mutex_);
   for (;;) {

@@ -14,6 +14,7 @@
 // busy_handoff_cap of those at once: each keeps a core busy beside the processors, and the
 // machine has only so many cores.
 module;
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <algorithm>
@@ -104,6 +105,7 @@ void Monitor::stop() noexcept {
 }
 
 void Monitor::run() noexcept {
+  pthread_setname_np(pthread_self(), "karx-monitor");
   RuntimeCore& core = core_;
   const Clock::time_point start = Clock::now();
   Clock::time_point next_trace = start + core.schedtrace;

@@ -391,6 +391,7 @@ void note_thread(Worker* w) noexcept {
 }  // namespace
 
 void RuntimeCore::worker_main(Worker* w) noexcept {
+  pthread_setname_np(pthread_self(), "karx-worker");  // as top, gdb and perf show it
   current_worker = w;
   note_thread(w);
   current_runtime = runtime;  // until the worker returns, which ~Runtime waits for (join)
