@@ -16,8 +16,9 @@
 //     free slot before it wakes the first of their tasks (step 4b, take_slot_before_wakes; an
 //     event that wakes nobody takes nothing), so they run on its thread, as a wakep's worker
 //     would; the monitor, or a sleeper that finds no free slot, wakes them into the injector
-//     (current_worker is cleared meanwhile) and wakep hands them a slot. A worker sleeper leaves after idle_thread_timeout, as a worker on its futex does,
-//     and nudges the monitor, which takes the role over (step 6).
+//     (current_worker is cleared meanwhile) and wakep hands them a slot. A worker sleeper
+//     leaves after idle_thread_timeout, as a worker on its futex does, and nudges the monitor,
+//     which takes the role over (step 6).
 // 4c. The sleeper stands in for karx.time's driver (TimerStandIn, timer_driver.cpp): it waits
 //     no later than the earliest timer deadline (epoll_pwait2, to the microsecond), then fires
 //     what is due, taking a free slot first as in 4b, so a timer that fires into an idle
@@ -36,7 +37,8 @@
 //     order, by the rule for fences around a read that misses a later store: the sleeper then
 //     sees the condition.)
 //  6. A sleeper that leaves without a slot (a guest whose block_on is done, a worker asked to
-//     exit or idle for idle_thread_timeout) nudges the monitor, which takes the role over if the runtime is still idle.
+//     exit or idle for idle_thread_timeout) nudges the monitor, which takes the role over if
+//     the runtime is still idle.
 //  7. Shutdown interrupts whoever sleeps (after shutting_down is set), and at its end, once
 //     every thread is joined, closes the poller: operations still parked on sockets that
 //     outlive the runtime are woken and throw std::system_error (ECANCELED).

@@ -116,10 +116,6 @@ void Poller::remove(IoRegistration* reg) noexcept {
   release();
 }
 
-std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper) noexcept {
-  return poll(timeout, as_sleeper, nullptr, nullptr);
-}
-
 namespace {
 // epoll_wait for `timeout` (negative: forever). A positive timeout takes epoll_pwait2's
 // nanoseconds, so that a timer deadline (the runtime's stand-in, netpoll.cpp) is kept to the

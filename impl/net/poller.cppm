@@ -72,15 +72,14 @@ class Poller {
 
   // Waits up to `timeout` (negative: forever; zero: just look; nanosecond resolution) and wakes
   // what is ready. Returns the number of operations woken (an event for a direction nobody
-  // waits on wakes none). EINTR counts as a return with none. The
-  // sleeper passes `as_sleeper`: it stops being the sleeper as soon as epoll_wait returns,
-  // before it wakes anything, so that the wakes it causes do not interrupt it for nothing.
-  std::size_t poll(std::chrono::nanoseconds timeout, bool as_sleeper = false) noexcept;
-  // The same, calling `before_wakes(context)` once, before it wakes the first operation: the
-  // runtime's sleeper takes a processor there, so that what it wakes
-  // runs on its own thread (netpoll.cpp).
+  // waits on wakes none). EINTR counts as a return with none. The sleeper passes
+  // `as_sleeper`: it stops being the sleeper as soon as epoll_wait returns, before it wakes
+  // anything, so that the wakes it causes do not interrupt it for nothing. `before_wakes`, if
+  // given, is called with `context` once, before the first operation is woken: the runtime's
+  // sleeper takes a processor there, so that what it wakes runs on its own thread (netpoll.cpp).
   using BeforeWakes = void (*)(void* context) noexcept;
-  std::size_t poll(std::chrono::nanoseconds timeout, bool as_sleeper, BeforeWakes before_wakes, void* context) noexcept;
+  std::size_t poll(std::chrono::nanoseconds timeout, bool as_sleeper = false, BeforeWakes before_wakes = nullptr,
+                   void* context = nullptr) noexcept;
   // Makes the sleeper's poll (or the next blocking poll) return.
   void interrupt() noexcept;
 

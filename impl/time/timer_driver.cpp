@@ -197,12 +197,7 @@ class TimerDriver {
         std::lock_guard lock(mu_);
         if (stopping_) return fired;
         const clock::time_point now = clock::now();
-        while (n < std::size(due) && !heap_.empty() && heap_.front()->deadline <= now) {
-          TimerEntry* entry = heap_.front();
-          remove(entry);
-          due[n++].emplace(std::move(entry->waker));
-          entry->armed.store(false, std::memory_order_release);  // last access to the entry
-        }
+        while (n < std::size(due) && front_due(now)) due[n++].emplace(take_front());
       }
       if (n == 0) return fired;
       if (fired == 0 && before_wakes != nullptr) before_wakes(context);
@@ -254,12 +249,7 @@ class TimerDriver {
         wake_at_ = clock::time_point::min();  // awake: it will look at the heap before waiting
         continue;
       }
-      while (!heap_.empty() && heap_.front()->deadline <= now && due.size() < kBatch) {
-        TimerEntry* entry = heap_.front();
-        remove(entry);
-        due.push_back(std::move(entry->waker));
-        entry->armed.store(false, std::memory_order_release);  // last access to the entry
-      }
+      while (due.size() < kBatch && front_due(now)) due.push_back(take_front());
       lock.unlock();
       for (const Waker& waker : due) wake(waker);
       due.clear();  // drops the wakers, outside the lock too
@@ -327,6 +317,16 @@ class TimerDriver {
     d.stand_in_ = nullptr;  // nor is the parent's stand-in
     d.wake_at_ = clock::time_point::min();
     d.mu_.unlock();
+  }
+
+  // Firing, under the lock: whether the earliest entry is due, and taking it out with its waker.
+  bool front_due(clock::time_point now) const noexcept { return !heap_.empty() && heap_.front()->deadline <= now; }
+  Waker take_front() noexcept {
+    TimerEntry* entry = heap_.front();
+    remove(entry);
+    Waker waker = std::move(entry->waker);
+    entry->armed.store(false, std::memory_order_release);  // last access to the entry
+    return waker;
   }
 
   // The heap: heap_[0] is the earliest; each entry's `index` is its position.

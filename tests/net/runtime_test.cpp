@@ -15,6 +15,7 @@
 
 #include "net/net_support.hpp"
 #include "support/cpu_time.hpp"
+#include "support/sanitized.hpp"
 
 import karx.netpoll;
 
@@ -29,16 +30,7 @@ using nettest::text;
 
 // The bound for an idle runtime: under 1 ms of CPU per second (measured: 0 to 0.04 ms).
 // A sanitizer's runtime has background threads of its own, which the process total includes.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define KARX_NET_TEST_SANITIZED 1
-#endif
-#endif
-#if KARX_NET_TEST_SANITIZED
-constexpr double kIdleCpuBound = 0.010;
-#else
-constexpr double kIdleCpuBound = 0.001;
-#endif
+constexpr double kIdleCpuBound = KARX_TEST_SANITIZED ? 0.010 : 0.001;
 
 TEST(NetRuntime, SocketsMadeOnARuntimeUseItsNetpollerNotTheReactor) {
   karx::detail::net::Poller& reactor = karx::detail::net::reactor_poller();

@@ -4,7 +4,6 @@
 // deadline registered during its wait interrupts it; and a worker that sleeps there leaves
 // after idle_thread_timeout like any idle worker, handing the role to the monitor.
 #include <gtest/gtest.h>
-#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "net/net_support.hpp"
+#include "support/thread_name.hpp"
 
 namespace {
 
@@ -27,11 +27,7 @@ using karx::net::TcpStream;
 // The timer driver's thread is named so (impl/time/timer_driver.cpp).
 constexpr const char* kDriverThread = "karx-timer";
 
-std::string this_thread_name() {
-  char name[32] = {};
-  pthread_getname_np(pthread_self(), name, sizeof name);
-  return name;
-}
+using probes::this_thread_name;
 
 // The names of the threads that woke a NotedSleep.
 struct Wakers {

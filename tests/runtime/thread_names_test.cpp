@@ -1,7 +1,6 @@
 // The threads a runtime starts carry names (karx-worker, karx-blocking, karx-monitor) for top,
 // gdb and perf; a thread that calls block_on is the caller's and keeps its own name.
 #include <gtest/gtest.h>
-#include <pthread.h>
 
 #include <coroutine>
 #include <filesystem>
@@ -9,15 +8,13 @@
 #include <optional>
 #include <string>
 
+#include "support/thread_name.hpp"
+
 import karx;
 
 namespace {
 
-std::string this_thread_name() {
-  char name[32] = {};
-  pthread_getname_np(pthread_self(), name, sizeof name);
-  return name;
-}
+using probes::this_thread_name;
 
 karx::Async<std::string> report_name() { co_return this_thread_name(); }
 

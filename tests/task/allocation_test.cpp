@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "support/probes.hpp"
+#include "support/sanitized.hpp"
 
 namespace {
 thread_local bool counting = false;
@@ -43,12 +44,6 @@ void note_malloc() {
 }  // namespace
 
 // --- Interposed allocation functions ---------------------------------------------------------
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define KARX_TEST_SANITIZED 1
-#endif
-#endif
 
 #if !KARX_TEST_SANITIZED
 // glibc's documented way to replace malloc: define the family in the program (ELF
