@@ -566,7 +566,11 @@ TEST(TimerReentry, AWakeMayDestroyTheSleepItWakesAndOthers) {
   polled.notify_all();
   ASSERT_TRUE(s_pending);
   ASSERT_TRUE(later_pending);
-  EXPECT_EQ(pending_count(), base + 2);
+  // `later` is in the heap; `s` too unless its 5 ms are already up and the driver has taken it
+  // out to fire it (it then waits in the wake for `polled`).
+  const std::size_t registered = pending_count();
+  EXPECT_GE(registered, base + 1);
+  EXPECT_LE(registered, base + 2);
   ASSERT_TRUE(p.wait_wakes(1));
   EXPECT_TRUE(other.wait_held(0));
   EXPECT_TRUE(p.wait_held(0));
@@ -603,7 +607,11 @@ TEST(TimerReentry, DroppingTheDriversCloneMayTouchTimers) {
       karx::Context cx(w);
       ASSERT_TRUE(s->poll(cx).is_pending());
     }  // now only the driver's clone keeps `guard`
-    EXPECT_EQ(pending_count(), base + 2);
+    // In the fired case, the 5 ms may already be up and `s` taken out of the heap to fire.
+    if (how == How::fired)
+      EXPECT_GE(pending_count(), base + 1);
+    else
+      EXPECT_EQ(pending_count(), base + 2);
     Probe other;
     if (how == How::replaced) ASSERT_TRUE(poll_with(*s, other).is_pending());
     if (how == How::destroyed) s.reset();
