@@ -633,7 +633,8 @@ class Net:
         argv = [self.args.echo_client, "--port", str(port), mode]
         if mode == "echo":
             argv += ["--connections", str(conns), "--threads", str(threads), "--size", str(NET_MESSAGE_BYTES),
-                     "--warmup", f"{self.args.net_warmup:g}", "--duration", f"{self.args.net_duration:g}"]
+                     "--warmup", f"{self.args.net_warmup:g}", "--duration", f"{self.args.net_duration:g}",
+                     "--assign", self.args.net_assign]
             timeout = self.args.net_warmup + self.args.net_duration + 60
         else:
             argv += ["--bytes", str(self.args.bulk_bytes)]
@@ -1099,7 +1100,7 @@ def build_tables(report):
         t = Table("karx.net echo: 64-byte request/response on loopback, requests/s median (min–max) and "
                   f"the medians of p50 and p99 over {plural(opts['rounds'], 'round')} × "
                   f"{plural(opts['reps'], 'repetition')} ({plural(opts['net_threads'], 'server thread')}, "
-                  "client on the same CPUs)",
+                  f"client on the same CPUs, connections dealt to its threads {opts.get('net_assign', 'round-robin')})",
                   ["workload", "connections", "server", "requests/s", "p50 µs", "p99 µs (worst)",
                    "server CPU µs/request", "karx ÷ best peer", "target", "status"],
                   ["l", "r", "l", "r", "r", "r", "r", "r", "l", "l"])
@@ -1493,6 +1494,9 @@ def parse_args(argv):
                     help="seconds each echo run measures, after its warm-up (default 1; --quick 0.25)")
     ap.add_argument("--net-warmup", type=float, dest="net_warmup",
                     help="seconds of warm-up before each echo run measures (default 0.2; --quick 0.1)")
+    ap.add_argument("--net-assign", dest="net_assign", choices=["blocks", "round-robin"], default="blocks",
+                    help="how the echo client deals its connections to its threads (default blocks; "
+                         "bench/net/echo_client.cpp says why)")
     ap.add_argument("--net-threads", type=int, dest="net_threads", default=NET_PROCESSORS,
                     help="threads of each echo server: karx processors, Asio threads, GOMAXPROCS "
                     f"(default {NET_PROCESSORS})")
@@ -1549,7 +1553,8 @@ def main(argv=None) -> int:
         "date_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": {"rounds": args.rounds, "reps": args.reps, "min_time": args.min_time, "quick": args.quick,
                     "only": args.selected, "timeout": args.timeout, "net_duration": args.net_duration,
-                    "net_warmup": args.net_warmup, "bulk_bytes": args.bulk_bytes, "net_threads": args.net_threads},
+                    "net_warmup": args.net_warmup, "bulk_bytes": args.bulk_bytes, "net_threads": args.net_threads,
+                    "net_assign": args.net_assign},
         "producers": {"runtime_bench": rel(args.runtime_bench), "sync_bench": rel(args.sync_bench),
                       "go_peer": rel(args.go_peer),
                       "probes": rel(args.probes), "task_bench": rel(args.task_bench),

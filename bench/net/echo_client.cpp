@@ -3,15 +3,22 @@
 // system calls (blocking sockets, epoll): it shares no code with any server.
 //
 //   karx_echo_client --port P [--host 127.0.0.1] echo [--connections C] [--threads T]
-//                    [--size 64] [--warmup 0.2] [--duration 1]
+//                    [--size 64] [--warmup 0.2] [--duration 1] [--assign blocks|round-robin]
 //   karx_echo_client --port P [--host 127.0.0.1] bulk [--bytes 1073741824] [--chunk 65536] [--verify]
 //
 // echo: C connections, spread over T client threads, each in a closed loop: send `size` bytes,
-// wait for the `size`-byte echo, note the round trip, send again. A thread with one connection
-// uses blocking write/read (the cheapest client: no epoll_wait per request); a thread with more
-// multiplexes them with a level-triggered epoll. After `warmup` seconds the requests sent and
-// answered within the next `duration` seconds count (requests_total counts every echo, warm-up
-// included: what the server's CPU time is to be divided by). Prints one JSON line:
+// wait for the `size`-byte echo, note the round trip, send again. The connections are made one
+// after the other and dealt to the threads in blocks (the default: thread t gets the t-th
+// consecutive run of C/T connections) or round-robin (connection i to thread i mod T). Blocks,
+// because a server that deals accepted connections round-robin over T threads of its own
+// (Asio's io_context pool does) would otherwise pair each of its threads with one client
+// thread: the kernel then runs each pair on one CPU, so no request crosses CPUs, which favours
+// that server for a reason no real client would give it (docs/bench.md measures both). A thread
+// with one connection uses blocking write/read (the cheapest client: no epoll_wait per request);
+// a thread with more multiplexes them with a level-triggered epoll. After `warmup` seconds the
+// requests sent and answered within the next `duration` seconds count (requests_total counts
+// every echo, warm-up included: what the server's CPU time is to be divided by). Prints one JSON
+// line:
 //   {"kind":"net_echo","connections":C,"threads":T,"size":64,"seconds":s,"requests":n,
 //    "requests_total":n,"rps":x,"mean_us":x,"p50_us":x,"p90_us":x,"p99_us":x,"p999_us":x,"max_us":x}
 //
@@ -63,7 +70,7 @@ using Clock = std::chrono::steady_clock;
   std::fprintf(stderr,
                "karx_echo_client: %s\n"
                "usage: karx_echo_client --port P [--host H] echo [--connections C] [--threads T] [--size B]\n"
-               "                        [--warmup S] [--duration S]\n"
+               "                        [--warmup S] [--duration S] [--assign blocks|round-robin]\n"
                "       karx_echo_client --port P [--host H] bulk [--bytes N] [--chunk B] [--verify]\n",
                msg.c_str());
   std::exit(2);
@@ -237,11 +244,13 @@ double percentile_us(const std::vector<std::uint32_t>& sorted, double p) {
 }
 
 int run_echo(const std::string& host, std::uint16_t port, int connections, int threads, std::size_t size, double warmup,
-             double duration) {
+             double duration, bool round_robin) {
   threads = std::min(threads, connections);
   std::vector<std::vector<int>> per_thread(static_cast<std::size_t>(threads));
   for (int i = 0; i < connections; ++i) {
-    per_thread[static_cast<std::size_t>(i % threads)].push_back(connect_to(host, port));
+    // Blocks: i * T / C is t for the t-th run of consecutive connections (sizes differ by one at most).
+    const int t = round_robin ? i % threads : static_cast<int>(static_cast<long long>(i) * threads / connections);
+    per_thread[static_cast<std::size_t>(t)].push_back(connect_to(host, port));
   }
   std::vector<ThreadResult> results(static_cast<std::size_t>(threads));
   for (auto& r : results) r.latencies_ns.reserve(1 << 20);
@@ -382,6 +391,7 @@ int main(int argc, char** argv) {
   std::uint64_t bytes = 1ull << 30;
   std::size_t chunk = 64 * 1024;
   bool verify = false;
+  bool round_robin = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&]() -> const char* {
@@ -410,6 +420,10 @@ int main(int argc, char** argv) {
       chunk = static_cast<std::size_t>(parse_u64(a, value()));
     } else if (a == "--verify") {
       verify = true;
+    } else if (a == "--assign") {
+      const std::string_view how = value();
+      if (how != "blocks" && how != "round-robin") usage_error("--assign must be blocks or round-robin");
+      round_robin = how == "round-robin";
     } else if (a == "-h" || a == "--help") {
       usage_error("help");
     } else if (a == "echo" || a == "bulk") {
@@ -424,7 +438,7 @@ int main(int argc, char** argv) {
     if (connections < 1 || threads < 1 || size < 1 || size > (1 << 20) || !(duration > 0)) {
       usage_error("echo needs --connections >= 1, --threads >= 1, --size in 1..1048576, --duration > 0");
     }
-    return run_echo(host, static_cast<std::uint16_t>(port), connections, threads, size, warmup, duration);
+    return run_echo(host, static_cast<std::uint16_t>(port), connections, threads, size, warmup, duration, round_robin);
   }
   if (bytes < 1 || chunk < 1 || chunk > (64u << 20)) usage_error("bulk needs --bytes >= 1, --chunk in 1..67108864");
   return run_bulk(host, static_cast<std::uint16_t>(port), bytes, chunk, verify);
