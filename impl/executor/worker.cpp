@@ -225,7 +225,8 @@ bool reacquire_slot(Worker* w) noexcept {
 // the spinner is the one that would be woken for it anyway.
 constexpr std::chrono::microseconds kSpinFor{20};
 
-bool spin_for_work(Worker* w) noexcept {
+// A guest also stops once its block_on is `done`.
+bool spin_for_work(Worker* w, const std::atomic<bool>* done = nullptr) noexcept {
   if (!w->searching) return false;
   RuntimeCore& core = *w->core;
   const auto until = std::chrono::steady_clock::now() + kSpinFor;
@@ -237,6 +238,7 @@ bool spin_for_work(Worker* w) noexcept {
 #endif
     }
     if (core.shutting_down.load(std::memory_order_relaxed)) return false;
+    if (done != nullptr && done->load(std::memory_order_relaxed)) return false;
     if (core.work_visible()) return true;
     // A socket's reply often comes within the spin (a request-response peer): poll for it
     // every few rounds (a syscall each, only while sockets exist), and run it on this
@@ -364,9 +366,18 @@ namespace {
 // during the poll and none could be taken back.
 bool run_found_task(Worker* w, RawTask task) noexcept {
   RuntimeCore& core = *w->core;
-  // Found work: stop searching; if we were the last searcher, wake another worker, since
-  // there may be more work than we can take (Go's resetspinning).
-  if (core.slots.stop_searching(w->searching)) core.wakep();
+  // Found work: stop searching; if we were the last searcher and more work is in sight, wake
+  // another worker to take it (Go's resetspinning wakes one whether or not there is). Waking
+  // one for nothing costs a futex wake, a search and a park; a connection's task that the
+  // spinning worker picked up from the netpoller then also hops to the woken thread when it
+  // parks next (a bulk echo's task moved between threads at every chunk so).
+  // The fence, then the loads of work_visible: a producer publishes its work, then sees
+  // anyone searching or not with a seq_cst load in wakep. Either it sees our count still
+  // up and leaves the work to us (we see it here), or it sees it down and wakes a worker.
+  if (core.slots.stop_searching(w->searching)) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (core.work_visible()) core.wakep();
+  }
   run_task(w, task);
   // The poll ends: plain stores and loads, unless the slot was revoked (machinery/poll_word.cppm).
   const Revocation revoked = w->poll.end();
@@ -520,6 +531,9 @@ void guest_run(Worker* w, const std::atomic<bool>& done) noexcept {
     }
     RawTask task = find_work(w);
     if (task == nullptr) {
+      // A guest spins as a worker does: the request that comes right after the one it served
+      // (a connection's task it ran) is found here, not after a sleep in epoll_wait.
+      if (spin_for_work(w, &done)) continue;
       if (core.netpoll_ready_work()) continue;  // sockets ready: their tasks are ours now
       guest_idle(w, done);
       continue;
