@@ -374,9 +374,10 @@ bool run_found_task(Worker* w, RawTask task) noexcept {
   // The fence, then the loads of work_visible: a producer publishes its work, then sees
   // anyone searching or not with a seq_cst load in wakep. Either it sees our count still
   // up and leaves the work to us (we see it here), or it sees it down and wakes a worker.
+  // The same fence serves as wakep's own (wakep_after_seq_cst: no second one).
   if (core.slots.stop_searching(w->searching)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (core.work_visible()) core.wakep();
+    if (core.work_visible()) core.wakep_after_seq_cst();
   }
   run_task(w, task);
   // The poll ends: plain stores and loads, unless the slot was revoked (machinery/poll_word.cppm).
