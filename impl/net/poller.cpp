@@ -20,9 +20,14 @@ import karx.waker;
 namespace karx::detail::net {
 
 namespace {
-constexpr std::uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLHUP | EPOLLERR;
 constexpr std::uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
+// The states in which a short transfer no longer proves a direction drained (readiness.cppm):
+// a read returns 0 or the error at once after the end of the stream or an error, and stops
+// short at an urgent mark.
+constexpr std::uint32_t kReadExceptional = EPOLLRDHUP | EPOLLPRI | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kWriteExceptional = EPOLLHUP | EPOLLERR;
 constexpr int kBatch = 128;  // events per epoll_wait
 
 std::int64_t now_ns() noexcept {
@@ -147,8 +152,8 @@ std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper, Befo
   // only before the first wake: a sleeper that takes a processor for nothing would spin with
   // it, then park again.
   std::size_t woken = 0;
-  auto deliver = [&](Readiness& r) {
-    Waker w = r.take_on_event();
+  auto deliver = [&](Readiness& r, bool exceptional) {
+    Waker w = r.take_on_event(exceptional);
     if (!Readiness::holds_waker(w)) return;
     if (woken++ == 0 && before_wakes != nullptr) before_wakes(context);
     Readiness::wake_reporting(std::move(w));
@@ -166,8 +171,8 @@ std::size_t Poller::poll(std::chrono::nanoseconds timeout, bool as_sleeper, Befo
     }
     // The node is valid even if its socket was just closed (never freed while we live).
     const std::uint32_t e = events[i].events;
-    if ((e & kReadEvents) != 0) deliver(reg->read);
-    if ((e & kWriteEvents) != 0) deliver(reg->write);
+    if ((e & kReadEvents) != 0) deliver(reg->read, (e & kReadExceptional) != 0);
+    if ((e & kWriteEvents) != 0) deliver(reg->write, (e & kWriteExceptional) != 0);
   }
   return woken;
 }

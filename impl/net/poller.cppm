@@ -1,10 +1,11 @@
 // Poller: one epoll instance, edge-triggered, plus an eventfd that breaks a blocking wait.
 //
 // Registration. A socket registers once, for its whole life, with
-// EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET, and the event's data is its IoRegistration: per
-// direction a Readiness (readiness.cppm). Edge-triggered, so an event means "something
-// changed since the last event"; the sockets always try the syscall first and park only on
-// EAGAIN, so they never depend on an event for data that was there already.
+// EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLPRI|EPOLLET, and the event's data is its IoRegistration:
+// per direction a Readiness (readiness.cppm). Edge-triggered, so an event means "something
+// changed since the last event"; the sockets try the syscall first and park only on EAGAIN
+// (or when a short transfer already showed it, readiness.cppm), so they never depend on an
+// event for data that was there already.
 //
 // Who polls. Any thread may call poll(): several at once is fine (epoll hands each event to
 // one caller), and a wait of 0 is what a worker does before it parks and what the monitor does

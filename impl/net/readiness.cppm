@@ -13,6 +13,20 @@
 // release/acquire) and retries the syscall; if F's comes first, P finds the waker and wakes
 // it. An event that the kernel queued before F's syscall may be delivered after F parked:
 // then F is woken for nothing, retries, sees EAGAIN, parks again (spurious, harmless).
+//
+// Skipping the EAGAIN. On a TCP socket, a transfer shorter than asked shows what EAGAIN would:
+// a read that returns less than its buffer has emptied the receive queue (tcp_recvmsg stops
+// early only when the queue runs out), a write that takes less than its buffer has filled the
+// send queue. F records that as drained_at(seen). The next operation in that direction, if
+// ticks is still `seen`, parks without the syscall: data that came after the short transfer
+// made the kernel queue an epoll event after F loaded `seen`, so the poller either counted it
+// already (ticks != seen: F makes the syscall) or will count it and wake F. tokio clears its
+// readiness on a short read or write for the same reason. This saves one syscall per request
+// of a request/response connection (its next read always found nothing). Two kernel states
+// break the premise, and the poller marks them in `exceptional` before it counts their event
+// (so a future that sees the count sees the mark): the end of the stream or an error (EPOLLRDHUP,
+// EPOLLHUP, EPOLLERR), after which a read returns 0 or the error at once, and urgent data
+// (EPOLLPRI), where a read stops short at the urgent mark. A marked direction never skips.
 module;
 #include <atomic>
 #include <cstdint>
@@ -28,6 +42,10 @@ export namespace karx::detail::net {
 
 enum class Direction : unsigned char { read = 0, write = 1 };
 
+// The count of readiness events of one direction. 64 bits: a drained_at mark can never meet
+// the same count again after a wrap-around.
+using Tick = std::uint64_t;
+
 class Readiness {
  public:
   Readiness() = default;
@@ -37,7 +55,18 @@ class Readiness {
   // The number of readiness events so far. acquire: pairs with notify's release increment,
   // so a caller that sees tick n also sees what the poller saw before it counted n (the
   // epoll_wait that reported the event); the syscall the caller makes next comes after it.
-  std::uint32_t ticks() const noexcept { return ticks_.load(std::memory_order_acquire); }
+  Tick ticks() const noexcept { return ticks_.load(std::memory_order_acquire); }
+
+  // A short transfer made after ticks() returned `seen` emptied (read) or filled (write) the
+  // socket's queue; see "Skipping the EAGAIN" above. relaxed, as the load in known_drained:
+  // both are made by the direction's one operation at a time, ordered by its task's polls.
+  void drained_at(Tick seen) noexcept { drained_at_.store(seen, std::memory_order_relaxed); }
+  // Whether the syscall may be skipped: nothing was counted since a short transfer, and no
+  // exceptional condition was. `seen` comes from ticks(), whose acquire makes the poller's
+  // exceptional mark for any counted event visible here (relaxed load).
+  bool known_drained(Tick seen) const noexcept {
+    return drained_at_.load(std::memory_order_relaxed) == seen && !exceptional_.load(std::memory_order_relaxed);
+  }
 
   // Stores a clone of `waker` for `owner` (the operation's address) unless an event came
   // since `seen`: true if parked, false to retry the syscall. A re-poll of the same owner
@@ -45,7 +74,7 @@ class Readiness {
   // pending operation per direction and socket (two reads, say, would steal each other's
   // wakes). The replaced waker is dropped outside the lock (dropping it may destroy a task
   // whose future's destructor comes back here).
-  bool park(std::uint32_t seen, const Waker& waker, const void* owner) {
+  bool park(Tick seen, const Waker& waker, const void* owner) {
     Waker clone = waker;  // the clone function runs outside the lock
     {
       std::lock_guard lock(mutex_);
@@ -75,14 +104,18 @@ class Readiness {
 
   // The poller saw an event for this direction: count it, then wake whoever is parked.
   void notify() noexcept {
-    Waker woken = take_on_event();
+    Waker woken = take_on_event(false);
     if (holds_waker(woken)) wake_reporting(std::move(woken));
   }
 
   // notify in two steps, for a poller that acts between them (the runtime's sleeper takes a
   // processor only when a task is to be woken): counts the event and takes the parked waker,
   // if any (else an empty one: holds_waker is false); the caller wakes it (wake_reporting).
-  Waker take_on_event() noexcept {
+  // `exceptional`: the event reports a state in which a short transfer proves nothing (end of
+  // stream, error, urgent data); it stays marked for the rest of the socket's life.
+  Waker take_on_event(bool exceptional) noexcept {
+    // relaxed: published by the release increment that follows.
+    if (exceptional) exceptional_.store(true, std::memory_order_relaxed);
     // release: see ticks(). The lock below, not this ordering, is what makes park's check
     // see the increment (the protocol above).
     ticks_.fetch_add(1, std::memory_order_release);
@@ -109,8 +142,12 @@ class Readiness {
   }
 
   // The socket is closing: drops whatever waker is still here (an operation that outlived its
-  // socket, which is misuse, must not leave it to the registration's next socket).
+  // socket, which is misuse, must not leave it to the registration's next socket), and the
+  // drained mark. A late event of the old socket may still mark `exceptional` afterwards: that
+  // only costs the next socket the skipped syscall, so it is cleared here and not fenced.
   void reset() noexcept {
+    drained_at_.store(kNever, std::memory_order_relaxed);
+    exceptional_.store(false, std::memory_order_relaxed);
     Waker dropped = empty();
     {
       std::lock_guard lock(mutex_);
@@ -128,7 +165,11 @@ class Readiness {
  private:
   static Waker empty() noexcept { return Waker::from_raw(RawWaker{nullptr, nullptr}); }
 
-  std::atomic<std::uint32_t> ticks_{0};
+  static constexpr Tick kNever = ~Tick{0};  // a count ticks_ does not reach
+
+  std::atomic<Tick> ticks_{0};
+  std::atomic<Tick> drained_at_{kNever};
+  std::atomic<bool> exceptional_{false};
   std::mutex mutex_;
   Waker waker_ = empty();        // guarded by mutex_
   const void* owner_ = nullptr;  // guarded by mutex_

@@ -72,7 +72,7 @@ void Socket::close() noexcept {
   reg_ = nullptr;
 }
 
-bool Socket::park(Direction d, std::uint32_t seen, Context& cx, const void* owner) {
+bool Socket::park(Direction d, Tick seen, Context& cx, const void* owner) {
   Readiness& r = reg_->of(d);
   if (!r.park(seen, cx.waker(), owner)) return false;
   // After parking: Poller::close stores closed_ and then takes this Readiness's lock to wake

@@ -66,7 +66,7 @@ Poll<TcpStream> TcpStream::Connect::poll(Context& cx) {
     // In progress: done once writable. A writable event may be stale (the registration is
     // reused, or came before connect), so the connection itself is asked: SO_ERROR says it
     // failed, getpeername that it is established, ENOTCONN that it is still on its way.
-    const std::uint32_t seen = socket_.ticks(Direction::write);
+    const detail::net::Tick seen = socket_.ticks(Direction::write);
     const int fd = socket_.fd("connect");
     int err = 0;
     socklen_t len = sizeof err;
@@ -109,8 +109,8 @@ Poll<std::size_t> TcpStream::Read::poll(Context& cx) {
   if (!detail::coop_proceed(cx)) return pending;  // the task's turn is spent (karx.task's coop)
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::read");
-  const ssize_t n =
-      s.io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read", [&] { return recv_some(fd, buf_); });
+  const ssize_t n = s.stream_io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read", buf_.size(),
+                                [&] { return recv_some(fd, buf_); });
   if (n < 0) return pending;
   return Poll<std::size_t>::ready(static_cast<std::size_t>(n));
 }
@@ -125,8 +125,8 @@ Poll<void> TcpStream::ReadExact::poll(Context& cx) {
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::read_exact");
   while (done_ < buf_.size()) {
-    const ssize_t n = s.io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read_exact",
-                           [&] { return recv_some(fd, buf_.subspan(done_)); });
+    const ssize_t n = s.stream_io(Direction::read, cx, this, parked_, "karx::net::TcpStream::read_exact",
+                                  buf_.size() - done_, [&] { return recv_some(fd, buf_.subspan(done_)); });
     if (n < 0) return pending;
     if (n == 0)
       throw std::system_error(std::make_error_code(std::errc::connection_aborted),
@@ -148,8 +148,8 @@ Poll<std::size_t> TcpStream::Write::poll(Context& cx) {
   if (!detail::coop_proceed(cx)) return pending;
   detail::net::Socket& s = stream_->socket_;
   const int fd = s.fd("karx::net::TcpStream::write");
-  const ssize_t n =
-      s.io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write", [&] { return send_some(fd, buf_); });
+  const ssize_t n = s.stream_io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write", buf_.size(),
+                                [&] { return send_some(fd, buf_); });
   if (n < 0) return pending;
   return Poll<std::size_t>::ready(static_cast<std::size_t>(n));
 }
@@ -165,8 +165,8 @@ Poll<void> TcpStream::WriteAll::poll(Context& cx) {
   const int fd = s.fd("karx::net::TcpStream::write_all");
   // Partial writes (the send buffer is full) continue here, after a wait for room.
   while (done_ < buf_.size()) {
-    const ssize_t n = s.io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write_all",
-                           [&] { return send_some(fd, buf_.subspan(done_)); });
+    const ssize_t n = s.stream_io(Direction::write, cx, this, parked_, "karx::net::TcpStream::write_all",
+                                  buf_.size() - done_, [&] { return send_some(fd, buf_.subspan(done_)); });
     if (n < 0) return pending;
     done_ += static_cast<std::size_t>(n);
   }

@@ -6,6 +6,7 @@ module;
 #include <sys/types.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <system_error>
 export module karx.net:socket;
@@ -57,35 +58,58 @@ class Socket {
   // operation's destructor (forget), and only then: most operations never park.
   template <class Attempt>
   ssize_t io(Direction d, Context& cx, const void* owner, bool& parked, const char* what, Attempt attempt) {
-    for (;;) {
-      const std::uint32_t seen = reg_->of(d).ticks();  // before the syscall: see readiness.cppm
-      const ssize_t r = attempt();
-      if (r >= 0) {
-        if (parked) {
-          forget(d, owner);
-          parked = false;
-        }
-        return r;
-      }
-      const int err = errno;
-      if (err == EINTR) continue;
-      if (err != EAGAIN && err != EWOULDBLOCK) throw_errno(err, what);
-      if (park(d, seen, cx, owner)) {
-        parked = true;
-        return -1;
-      }
-    }
+    return io_impl(d, cx, owner, parked, what, 0, attempt);
   }
-  std::uint32_t ticks(Direction d) const noexcept { return reg_->of(d).ticks(); }
+  // io for a TCP stream's transfer of `want` bytes: one that moves fewer (but some) shows the
+  // queue drained, as EAGAIN would, and the direction's next operation parks without the
+  // syscall until the poller counts an event ("Skipping the EAGAIN", readiness.cppm).
+  template <class Attempt>
+  ssize_t stream_io(Direction d, Context& cx, const void* owner, bool& parked, const char* what, std::size_t want,
+                    Attempt attempt) {
+    return io_impl(d, cx, owner, parked, what, want <= kMaxProvingTransfer ? want : 0, attempt);
+  }
+  Tick ticks(Direction d) const noexcept { return reg_->of(d).ticks(); }
   // Parks `owner` unless an event came since `seen` (false: retry). Throws std::system_error
   // (ECANCELED) if the runtime that owns the netpoller is gone.
-  bool park(Direction d, std::uint32_t seen, Context& cx, const void* owner);
+  bool park(Direction d, Tick seen, Context& cx, const void* owner);
   // The operation `owner` ends (completed or destroyed): its parked waker, if any, goes.
   void forget(Direction d, const void* owner) noexcept {
     if (reg_ != nullptr) reg_->of(d).forget(owner);
   }
 
  private:
+  // Linux moves at most MAX_RW_COUNT (INT_MAX rounded down to a page) bytes per call, so a
+  // longer transfer may come back short with the queue not drained: those prove nothing.
+  static constexpr std::size_t kMaxProvingTransfer = std::size_t{1} << 30;
+
+  // `proving_want`: 0, or the bytes asked of a stream transfer whose shortness proves drained.
+  template <class Attempt>
+  ssize_t io_impl(Direction d, Context& cx, const void* owner, bool& parked, const char* what, std::size_t proving_want,
+                  Attempt attempt) {
+    Readiness& readiness = reg_->of(d);
+    for (;;) {
+      const Tick seen = readiness.ticks();  // before the syscall: see readiness.cppm
+      if (proving_want == 0 || !readiness.known_drained(seen)) {
+        const ssize_t r = attempt();
+        if (r >= 0) {
+          if (r > 0 && static_cast<std::size_t>(r) < proving_want) readiness.drained_at(seen);
+          if (parked) {
+            forget(d, owner);
+            parked = false;
+          }
+          return r;
+        }
+        const int err = errno;
+        if (err == EINTR) continue;
+        if (err != EAGAIN && err != EWOULDBLOCK) throw_errno(err, what);
+      }
+      if (park(d, seen, cx, owner)) {
+        parked = true;
+        return -1;
+      }
+    }
+  }
+
   Socket(int fd, IoRegistration* reg) noexcept : fd_(fd), reg_(reg) {}
   int fd_ = -1;
   IoRegistration* reg_ = nullptr;

@@ -31,7 +31,7 @@ TEST(NetPoller, AnEventNobodyWaitsForIsCountedButWakesNothing) {
   EXPECT_EQ(poller->poll(0ms, false, &count_call, &before_wakes), 0u);
   EXPECT_EQ(before_wakes, 0);
 
-  const std::uint32_t ticks = reg->read.ticks();
+  const karx::detail::net::Tick ticks = reg->read.ticks();
   ASSERT_EQ(::write(sv[1], "x", 1), 1);
   EXPECT_EQ(poller->poll(0ms, false, &count_call, &before_wakes), 0u) << "an event with no waiter woke something";
   EXPECT_EQ(before_wakes, 0) << "before_wakes ran for an event that wakes nobody";
