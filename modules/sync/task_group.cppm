@@ -77,8 +77,11 @@ class GroupState {
       } else {
         node->waker = task;  // a clone: one more task reference, held until the report
         node->registered = true;
-        cancel_now = cancelled_;
-        node->cancel_sent = cancel_now;
+        // cancel_sent already set: the child threw before we got here (child_failed) and is
+        // completing with its exception; cancelling it now would drop that exception from
+        // its own handle.
+        cancel_now = cancelled_ && !node->cancel_sent;
+        if (cancel_now) node->cancel_sent = true;
       }
     }
     if (free_node) delete node;
@@ -267,8 +270,7 @@ class TaskGroup {
       : state_(std::make_shared<detail::GroupState>(detail::GroupSpawner{&runtime, nullptr, nullptr})) {}
   // Spawns onto any executor (the simulation, a user's); it must outlive the children.
   template <Executor E>
-    requires(!std::same_as<E, Runtime>)
-  explicit TaskGroup(E& executor)
+  requires(!std::same_as<E, Runtime>) explicit TaskGroup(E& executor)
       : state_(std::make_shared<detail::GroupState>(detail::GroupSpawner{
             nullptr, &executor, [](void* e, Task<> t) { static_cast<E*>(e)->schedule(std::move(t)); }})) {}
 
@@ -287,8 +289,7 @@ class TaskGroup {
 
   // Spawns a child. In a group already cancelled (or failed), the child is cancelled at once.
   template <Future F>
-    requires std::move_constructible<F>
-  JoinHandle<output_of<F>> spawn(F future) {
+  requires std::move_constructible<F> JoinHandle<output_of<F>> spawn(F future) {
     const std::shared_ptr<detail::GroupState>& state = checked("spawn");
     auto* node = new detail::GroupChildNode;
     std::optional<detail::GroupChild<F>> child;

@@ -7,9 +7,12 @@
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/probes.hpp"
@@ -171,6 +174,56 @@ TEST(TaskGroup, OnTheSimulationTheFirstFailureCancelsTheRestInEveryInterleaving)
     EXPECT_EQ(destroyed.load(), 4) << "seed " << seed;
     EXPECT_EQ(group.size(), 0u) << "seed " << seed;
   }
+}
+
+// An executor that runs each task on a thread of its own, and returns from schedule() only
+// once `ready_to_return` holds (or after 5 s).
+struct ThreadPerTask {
+  std::vector<std::thread> threads;
+  std::function<bool()> ready_to_return;
+  void schedule(karx::Task<> t) {
+    threads.emplace_back([t = std::move(t)]() mutable { std::move(t).run(); });
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!ready_to_return() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  }
+  ~ThreadPerTask() {
+    for (auto& t : threads) t.join();
+  }
+};
+
+// Throws at its first poll; its destructor waits for `release` (up to 5 s), so that the
+// child has failed but not finished while the test goes on.
+struct ThrowThenLinger {
+  std::atomic<bool>* destroying;
+  std::atomic<bool>* release;
+  ThrowThenLinger(std::atomic<bool>* d, std::atomic<bool>* r) : destroying(d), release(r) {}
+  ThrowThenLinger(ThrowThenLinger&& o) noexcept
+      : destroying(std::exchange(o.destroying, nullptr)), release(o.release) {}
+  ~ThrowThenLinger() {
+    if (destroying == nullptr) return;
+    destroying->store(true);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!release->load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  }
+  karx::Poll<int> poll(karx::Context&) { throw probes::Boom(3); }
+};
+
+TEST(TaskGroup, AChildThatThrowsBeforeItsSpawnReturnsKeepsItsExceptionForItsHandle) {
+  // The child fails (the group is now cancelled) before spawn() has registered it; the
+  // registration must not cancel the failing child itself, or its handle would say
+  // "canceled" instead of rethrowing.
+  std::atomic<bool> destroying{false};
+  std::atomic<bool> release{false};
+  std::optional<karx::JoinHandle<int>> handle;
+  {
+    ThreadPerTask executor;
+    executor.ready_to_return = [&] { return destroying.load(); };
+    karx::TaskGroup group(executor);
+    handle.emplace(group.spawn(ThrowThenLinger(&destroying, &release)));
+    release.store(true);
+  }  // the executor's thread is joined: the child finished
+  EXPECT_THROW((void)probes::poll_once(*handle), probes::Boom)
+      << "the failing child was cancelled by its own registration";
 }
 
 TEST(TaskGroup, MovedFromGroupGetsAClearError) {
