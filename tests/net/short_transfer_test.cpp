@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "net/net_support.hpp"
+#include "support/soak_wait.hpp"
 
 import karx.netpoll;
 
@@ -30,18 +31,12 @@ using karx::detail::net::Direction;
 using karx::detail::net::Socket;
 using karx::net::TcpListener;
 using karx::net::TcpStream;
-using nettest::bytes;
 using nettest::text;
 
 // Waits (up to 5 s) until `done` holds; false on timeout.
 template <class Done>
 bool wait_until(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
+  return soak::eventually(done, 5s);
 }
 
 // A connected TCP pair on 127.0.0.1: `ours` non-blocking (for a Socket), `peer` blocking.
@@ -165,110 +160,101 @@ TEST(NetShortTransfer, AWriteAfterAShortWriteParksWithoutTheSyscallAndRoomWakesI
   drain.join();
 }
 
-// The server's side of the three tests below: the peer's bytes and whatever follows them
-// reach the socket, and the runtime's poller counts their events, while the server sleeps;
-// then one read comes back short.
-karx::Async<TcpStream> accept_and_let_everything_arrive(TcpListener& listener) {
-  TcpStream s = co_await listener.accept();
-  co_await karx::sleep_for(100ms);
-  co_return s;
+// The three tests below: a raw POSIX peer on a thread of its own connects and runs
+// `peer(fd)`; the server accepts, sleeps while everything the peer sent (and whatever follows
+// it) reaches the socket and the runtime's poller counts its events, then runs
+// `server(stream)`, in which one read comes back short. The peer's socket stays open until
+// the server is done (a close would be one more event, and could wake a stalled read),
+// unless `peer` closed it itself and set fd to -1.
+template <class Peer, class Server>
+void short_read_against_raw_peer(Peer peer, Server server) {
+  karx::Runtime rt;
+  nettest::run_within(rt, 10s, [&]() -> karx::Async<> {
+    TcpListener listener = TcpListener::bind("127.0.0.1", 0);
+    std::atomic<bool> server_done{false};
+    std::thread peer_thread([port = listener.local_port(), &peer, &server_done] {
+      int fd = nettest::raw_connect(port);
+      ASSERT_GE(fd, 0);
+      peer(fd);
+      wait_until([&] { return server_done.load(); });
+      if (fd >= 0) ::close(fd);
+    });
+    TcpStream s = co_await listener.accept();
+    co_await karx::sleep_for(100ms);
+    co_await server(s);
+    server_done.store(true);
+    peer_thread.join();
+  }());
 }
 
 TEST(NetShortTransfer, TheEndOfStreamAfterAShortReadIsStillSeen) {
-  karx::Runtime rt;
-  nettest::run_within(rt, 10s, [&]() -> karx::Async<> {
-    TcpListener listener = TcpListener::bind("127.0.0.1", 0);
-    const std::uint16_t port = listener.local_port();
-    std::atomic<bool> server_done{false};
-    std::thread peer([port, &server_done] {
-      const int fd = nettest::raw_connect(port);
-      ASSERT_GE(fd, 0);
-      ASSERT_EQ(::write(fd, "0123456789", 10), 10);
-      ::shutdown(fd, SHUT_WR);  // the FIN follows the data
-      // Open (our read side) until the server is done: closing adds no event for its reads,
-      // but keeps the test about the FIN alone.
-      wait_until([&] { return server_done.load(); });
-      ::close(fd);
-    });
-    TcpStream s = co_await accept_and_let_everything_arrive(listener);
-    std::byte buf[100];
-    EXPECT_EQ(co_await s.read(buf), 10u);  // short: it consumed the FIN too
-    // The event for the FIN was counted before that read, so no event will come: the read
-    // must ask the kernel, which answers 0 at once.
-    auto end = co_await karx::timeout(2s, s.read(buf));
-    EXPECT_TRUE(end) << "the read after a short read waited for an event that had already come";
-    if (end) EXPECT_EQ(*end, 0u);
-    server_done.store(true);
-    peer.join();
-  }());
+  short_read_against_raw_peer(
+      [](int& fd) {
+        ASSERT_EQ(::write(fd, "0123456789", 10), 10);
+        ::shutdown(fd, SHUT_WR);  // the FIN follows the data
+      },
+      [](TcpStream& s) -> karx::Async<> {
+        std::byte buf[100];
+        EXPECT_EQ(co_await s.read(buf), 10u);  // short: it consumed the FIN too
+        // The event for the FIN was counted before that read, so no event will come: the
+        // read must ask the kernel, which answers 0 at once.
+        auto end = co_await karx::timeout(2s, s.read(buf));
+        EXPECT_TRUE(end) << "the read after a short read waited for an event that had already come";
+        if (end) EXPECT_EQ(*end, 0u);
+      });
 }
 
 TEST(NetShortTransfer, AResetAfterAShortReadIsStillSeen) {
-  karx::Runtime rt;
-  nettest::run_within(rt, 10s, [&]() -> karx::Async<> {
-    TcpListener listener = TcpListener::bind("127.0.0.1", 0);
-    const std::uint16_t port = listener.local_port();
-    std::thread peer([port] {
-      const int fd = nettest::raw_connect(port);
-      ASSERT_GE(fd, 0);
-      ASSERT_EQ(::write(fd, "0123456789", 10), 10);
-      std::this_thread::sleep_for(20ms);  // the data goes out before the reset
-      nettest::raw_reset(fd);
-    });
-    TcpStream s = co_await accept_and_let_everything_arrive(listener);
-    std::byte buf[100];
-    bool reset_seen = false;
-    try {
-      EXPECT_EQ(co_await s.read(buf), 10u);  // Linux keeps received bytes readable after a reset
-      auto next = co_await karx::timeout(2s, s.read(buf));
-      if (!next)
-        ADD_FAILURE() << "the read after a short read waited for an event that had already come";
-      else
-        ADD_FAILURE() << "a read after the reset returned " << *next << " instead of throwing";
-    } catch (const std::system_error& e) {
-      EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
-      reset_seen = true;
-    }
-    EXPECT_TRUE(reset_seen);
-    peer.join();
-  }());
+  short_read_against_raw_peer(
+      [](int& fd) {
+        ASSERT_EQ(::write(fd, "0123456789", 10), 10);
+        std::this_thread::sleep_for(20ms);  // the data goes out before the reset
+        nettest::raw_reset(fd);
+        fd = -1;
+      },
+      [](TcpStream& s) -> karx::Async<> {
+        std::byte buf[100];
+        bool reset_seen = false;
+        try {
+          EXPECT_EQ(co_await s.read(buf), 10u);  // Linux keeps received bytes readable after a reset
+          auto next = co_await karx::timeout(2s, s.read(buf));
+          if (!next)
+            ADD_FAILURE() << "the read after a short read waited for an event that had already come";
+          else
+            ADD_FAILURE() << "a read after the reset returned " << *next << " instead of throwing";
+        } catch (const std::system_error& e) {
+          EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+          reset_seen = true;
+        }
+        EXPECT_TRUE(reset_seen);
+      });
 }
 
 TEST(NetShortTransfer, UrgentDataDoesNotStallTheBytesAfterIt) {
-  karx::Runtime rt;
-  nettest::run_within(rt, 10s, [&]() -> karx::Async<> {
-    TcpListener listener = TcpListener::bind("127.0.0.1", 0);
-    const std::uint16_t port = listener.local_port();
-    std::atomic<bool> server_done{false};
-    std::thread peer([port, &server_done] {
-      const int fd = nettest::raw_connect(port);
-      ASSERT_GE(fd, 0);
-      const int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      ASSERT_EQ(::send(fd, "abc", 3, 0), 3);
-      ASSERT_EQ(::send(fd, "!", 1, MSG_OOB), 1);  // out of band: not in the stream
-      ASSERT_EQ(::send(fd, "def", 3, 0), 3);
-      // Open until the server is done: a FIN would be an event, and wake a stalled read.
-      wait_until([&] { return server_done.load(); });
-      ::close(fd);
-    });
-    TcpStream s = co_await accept_and_let_everything_arrive(listener);
-    // A read stops short at the urgent mark with "def" still queued, and every event is
-    // counted already: only the urgent-data mark makes the next read ask the kernel.
-    std::string got;
-    std::byte buf[100];
-    while (got.size() < 6) {
-      auto n = co_await karx::timeout(2s, s.read(buf));
-      if (!n || *n == 0) {
-        ADD_FAILURE() << "stalled or ended after \"" << got << "\": the bytes after the urgent mark were never read";
-        break;
-      }
-      got += text(std::span(buf, *n));
-    }
-    EXPECT_EQ(got, "abcdef");
-    server_done.store(true);
-    peer.join();
-  }());
+  short_read_against_raw_peer(
+      [](int& fd) {
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        ASSERT_EQ(::send(fd, "abc", 3, 0), 3);
+        ASSERT_EQ(::send(fd, "!", 1, MSG_OOB), 1);  // out of band: not in the stream
+        ASSERT_EQ(::send(fd, "def", 3, 0), 3);
+      },
+      [](TcpStream& s) -> karx::Async<> {
+        // A read stops short at the urgent mark with "def" still queued, and every event is
+        // counted already: only the urgent-data mark makes the next read ask the kernel.
+        std::string got;
+        std::byte buf[100];
+        while (got.size() < 6) {
+          auto n = co_await karx::timeout(2s, s.read(buf));
+          if (!n || *n == 0) {
+            ADD_FAILURE() << "stalled or ended after \"" << got
+                          << "\": the bytes after the urgent mark were never read";
+            break;
+          }
+          got += text(std::span(buf, *n));
+        }
+        EXPECT_EQ(got, "abcdef");
+      });
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "support/probes.hpp"
+#include "support/soak_wait.hpp"
 
 namespace {
 
@@ -183,8 +184,7 @@ struct ThreadPerTask {
   std::function<bool()> ready_to_return;
   void schedule(karx::Task<> t) {
     threads.emplace_back([t = std::move(t)]() mutable { std::move(t).run(); });
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!ready_to_return() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    soak::eventually(ready_to_return, 5s);
   }
   ~ThreadPerTask() {
     for (auto& t : threads) t.join();
@@ -202,8 +202,7 @@ struct ThrowThenLinger {
   ~ThrowThenLinger() {
     if (destroying == nullptr) return;
     destroying->store(true);
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!release->load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    soak::eventually([this] { return release->load(); }, 5s);
   }
   karx::Poll<int> poll(karx::Context&) { throw probes::Boom(3); }
 };
